@@ -1,0 +1,99 @@
+"""Segment records: one JSON object per training attempt or serving process, in the run's
+bucket under ``segments/<segment-id>.json``.
+
+The process that owns a segment rewrites its record as it runs (``heartbeat`` moves forward,
+``steps``/``tokens`` grow); cost reporting reads them after the fact. A record is the unit
+of billing: ``heartbeat - start`` hours on ``num_nodes`` nodes of ``instance_type`` in
+``zone``, spot or not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vicuna_ops import layout
+
+SegmentKind = Literal["train", "serve-worker", "serve-controller"]
+SegmentStatus = Literal["running", "finished", "preempted", "budget-stopped", "failed"]
+
+
+class SegmentRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # newer writers may add fields
+
+    run_id: str
+    segment_id: str
+    kind: SegmentKind = "train"
+    attempt: int = Field(1, ge=1)
+    cloud: str = "local"
+    region: str | None = None
+    zone: str | None = None
+    instance_type: str | None = None
+    accelerators: str | None = None  # e.g. "A100:8"
+    use_spot: bool = False
+    num_nodes: int = Field(1, ge=1)
+    start: float  # unix seconds
+    heartbeat: float  # unix seconds, last time the process was seen alive
+    status: SegmentStatus = "running"
+    first_step: int | None = None  # the first optimizer step this attempt ran
+    steps: int = 0  # global step reached
+    tokens: int = 0  # trained tokens (train) or generated tokens (serve) in this segment
+    epoch: float = 0.0
+
+    @property
+    def hours(self) -> float:
+        return max(0.0, self.heartbeat - self.start) / 3600
+
+
+def node_identity() -> dict[str, object]:
+    """Where this process runs, from SkyPilot's task environment, or "local".
+
+    SkyPilot exports SKYPILOT_CLUSTER_INFO (JSON with cloud, region, zone) on task nodes; the
+    instance type and spot flag come from the env vars vops' task YAMLs set.
+    """
+    info: dict[str, object] = {"cloud": "local"}
+    raw = os.environ.get("SKYPILOT_CLUSTER_INFO")
+    if raw:
+        try:
+            cluster = json.loads(raw)
+            info.update(cloud=str(cluster.get("cloud") or "unknown").lower(),
+                        region=cluster.get("region"), zone=cluster.get("zone"))
+        except (ValueError, AttributeError):
+            pass
+    for key, env in (("instance_type", "VOPS_INSTANCE_TYPE"), ("accelerators", "VOPS_GPUS")):
+        if os.environ.get(env):
+            info[key] = os.environ[env]
+    if os.environ.get("VOPS_USE_SPOT"):
+        info["use_spot"] = os.environ["VOPS_USE_SPOT"].lower() in ("1", "true", "yes")
+    if os.environ.get("SKYPILOT_NUM_NODES"):
+        info["num_nodes"] = int(os.environ["SKYPILOT_NUM_NODES"])
+    return info
+
+
+def write_segment(store, record: SegmentRecord) -> None:  # store: vicuna_ops.storage.Store
+    store.put_bytes(layout.segment_key(record.segment_id),
+                    record.model_dump_json(indent=1).encode())
+
+
+def read_segments(store) -> tuple[list[SegmentRecord], list[str]]:
+    """All segment records of a run, and one problem line per record that could not be read."""
+    records: list[SegmentRecord] = []
+    problems: list[str] = []
+    for info in store.list(layout.SEGMENTS + "/"):
+        if not info.key.endswith(".json"):
+            continue
+        try:
+            records.append(SegmentRecord.model_validate_json(store.get_bytes(info.key)))
+        except (ValidationError, ValueError) as exc:
+            first = str(exc).splitlines()[0]
+            problems.append(f"{store.url_for(info.key)}: corrupt segment record ({first})")
+    records.sort(key=lambda r: (r.start, r.segment_id))
+    return records, problems
+
+
+def now() -> float:
+    return time.time()
