@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         where = f"vops {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else "vops"
         error_line(f"{exc.format_message()} (hint: see `{where} --help`)")
         sys.exit(2)
-    except click.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.Abort:
+    except typer.Abort:
         error_line("aborted")
         sys.exit(130)
     except click.ClickException as exc:
