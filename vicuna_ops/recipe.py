@@ -13,11 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vicuna_ops.bundled import bundled_dir
 from vicuna_ops.errors import ConfigError, UserError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
-# Installed from a wheel, recipes ship inside the package.
-_PACKAGED_RECIPES = Path(__file__).resolve().parent / "assets" / "recipes"
 
 
 class _Strict(BaseModel):
@@ -125,7 +123,7 @@ def dump_recipe(recipe: Recipe) -> str:
 
 
 def _recipes_dir() -> Path | None:
-    for folder in (RECIPES_DIR, _PACKAGED_RECIPES):
-        if folder.is_dir():
-            return folder
-    return None
+    try:
+        return bundled_dir("recipes")
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,261 @@
+"""``vops serve``: an OpenAI-compatible endpoint for a trained model, locally or on spot GPUs.
+
+    vops serve --local --model PATH [--port 8000] [--workers 2]
+    vops serve --model s3://b/runs/r1/final --clouds aws,gcp --replicas 3 --gpus L4:1 \\
+               --bucket s3://b/runs --name chat [--spot | --on-demand] [--dry-run] [--yes]
+    vops serve status [NAME] [--json]          vops serve down NAME [--yes]
+
+The node processes (``vops serve controller`` / ``vops serve worker``) are hidden commands
+the SkyPilot tasks and the local supervisor run. Secrets come from the environment only:
+the worker token from ``VOPS_WORKER_TOKEN``, API keys from ``VOPS_API_KEYS`` (or the
+variable ``--api-key-env`` names), never from a flag (flags show up in ``ps``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from vicuna_ops.cli import output
+from vicuna_ops.errors import UserError
+
+WORKER_TOKEN_ENV = "VOPS_WORKER_TOKEN"
+API_KEYS_ENV = "VOPS_API_KEYS"
+
+serve_app = typer.Typer(help="Serve a model behind an OpenAI-compatible API (local or spot).",
+                        invoke_without_command=True)
+
+
+@serve_app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help="HF model folder or bucket URI "
+                              "(e.g. s3://b/runs/r1/final)."),
+    local: bool = typer.Option(False, "--local", help="Run controller and workers as "
+                               "processes on this machine."),
+    port: int = typer.Option(8000, "--port", help="The API port."),
+    workers: int = typer.Option(1, "--workers", help="Local workers (--local)."),
+    backend: str = typer.Option("transformers", "--backend",
+                                help="transformers, vllm, or stub (fixed tokens, no model)."),
+    model_name: str = typer.Option(None, "--model-name", help="The model name clients use "
+                                   "(default: the run or folder name)."),
+    max_concurrency: int = typer.Option(4, "--max-concurrency",
+                                        help="Generations one worker runs at once."),
+    api_key_env: str = typer.Option(None, "--api-key-env", metavar="VAR",
+                                    help=f"Env var with comma-separated API keys "
+                                    f"(default {API_KEYS_ENV}, if set)."),
+    clouds: str = typer.Option(None, "--clouds", help="Comma-separated clouds, e.g. aws,gcp."),
+    replicas: int = typer.Option(2, "--replicas", help="Workers to launch (cloud)."),
+    gpus: str = typer.Option("L4:1", "--gpus", help="Accelerator per worker, e.g. L4:1."),
+    spot: bool = typer.Option(True, "--spot/--on-demand", help="Spot workers (default)."),
+    ondemand_fallback: int = typer.Option(0, "--ondemand-fallback", metavar="K",
+                                          help="Of the replicas, K run on demand."),
+    name: str = typer.Option(None, "--name", help="Deployment name (ledger run id)."),
+    bucket: str = typer.Option(None, "--bucket", help="Bucket prefix for the controller "
+                               "address and segment records."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Build and validate; launch nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Launch without asking."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Serve a model: --local on this machine, or --clouds on spot GPUs via SkyPilot."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not model and backend != "stub":
+        if local or clouds:
+            raise UserError("--model is required", hint="a model folder or bucket URI, "
+                            "e.g. --model s3://b/runs/r1/final")
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    _check_range("--port", port, 1, 65535)
+    _check_range("--max-concurrency", max_concurrency, 1, 4096)
+    if backend not in ("transformers", "vllm", "stub"):
+        raise UserError(f"unknown --backend {backend!r}", hint="use transformers, vllm or stub")
+    if local:
+        if clouds:
+            raise UserError("--local and --clouds cannot be combined", hint="pick one")
+        _check_range("--workers", workers, 1, 64)
+        _serve_local(model, backend, port, workers, model_name, max_concurrency,
+                     api_key_env, as_json)
+        return
+    if not clouds:
+        raise UserError("say where to serve", hint="--local for this machine, or --clouds "
+                        "aws,gcp for spot GPUs")
+    from vicuna_ops.cli.serve_cloud import launch
+
+    launch(model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
+           ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
+           model_name=model_name, max_concurrency=max_concurrency, backend=backend,
+           api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json)
+
+
+def _check_range(flag: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise UserError(f"{flag} must be between {low} and {high}, not {value}")
+
+
+def _serve_local(model: str | None, backend: str, port: int, workers: int,
+                 model_name: str | None, max_concurrency: int, api_key_env: str | None,
+                 as_json: bool) -> None:
+    from vicuna_ops.config import vops_home
+    from vicuna_ops.serve.local import LocalPlan, run_local
+
+    if model and not model.startswith(("s3://", "gs://", "file://")):
+        folder = Path(model).expanduser()
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{model} is not an HF model folder (no config.json)",
+                            hint="pass the folder training wrote (…/final) or a bucket URI")
+        model = str(folder.resolve())
+    if api_key_env is None and os.environ.get(API_KEYS_ENV):
+        api_key_env = API_KEYS_ENV
+    plan = LocalPlan(model=model, backend=backend, port=port, workers=workers,
+                     model_name=model_name, max_concurrency=max_concurrency,
+                     api_key_env=api_key_env, state_dir=vops_home() / "serve" / f"local-{port}")
+
+    def ready(serving) -> None:
+        if as_json:
+            output.print_json({"endpoint": serving.url, "workers": workers,
+                               "pids": serving.pids(),
+                               "logs": str(plan.state_dir / "logs")})
+        else:
+            output.info(f"[green]serving[/] {serving.url}/v1 with {workers} worker(s); "
+                        f"logs in {plan.state_dir / 'logs'}; Ctrl-C stops everything")
+            output.info(f"try: vops chat --endpoint {serving.url}")
+
+    run_local(plan, say=output.info, ready=ready)
+
+
+# --- status / down ---------------------------------------------------------------------------
+
+
+@serve_app.command("status")
+def status(
+    name: str = typer.Argument(None, help="Deployment name (default: all serve runs)."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Ask this controller URL directly."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Deployments, their managed jobs, and the workers their controller sees."""
+    from vicuna_ops.cli.serve_cloud import show_status
+
+    show_status(name, endpoint, as_json)
+
+
+@serve_app.command("down")
+def down(
+    name: str = typer.Argument(..., help="Deployment name."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Cancel a deployment's managed jobs (workers and controller)."""
+    from vicuna_ops.cli.serve_cloud import take_down
+
+    take_down(name, yes, as_json)
+
+
+# --- the node processes (hidden) -------------------------------------------------------------
+
+
+def _secret(env: str, what: str) -> str:
+    value = os.environ.get(env, "").strip()
+    if not value:
+        raise UserError(f"{what} is not set: export {env}",
+                        hint="the same random secret on the controller and every worker")
+    return value
+
+
+def _api_keys(env: str | None) -> frozenset[str]:
+    env = env or API_KEYS_ENV
+    raw = os.environ.get(env, "")
+    return frozenset(key.strip() for key in raw.split(",") if key.strip())
+
+
+@serve_app.command("controller", hidden=True)
+def controller(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    registry: Path = typer.Option(None, "--registry", help="SQLite registry file."),
+    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval"),
+    api_key_env: str = typer.Option(None, "--api-key-env"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes"),
+    advertise_url: str = typer.Option(None, "--advertise-url"),
+    bucket: str = typer.Option(None, "--bucket"),
+    name: str = typer.Option(None, "--name"),
+    wait_for_worker: float = typer.Option(5.0, "--wait-for-worker"),
+    log_level: str = typer.Option("WARNING", "--log-level"),
+) -> None:
+    """Run the controller (what the SkyPilot task and --local start)."""
+    from vicuna_ops.config import vops_home
+    from vicuna_ops.serve.controller import ControllerSettings, run_controller
+    from vicuna_ops.serve.proxy import ProxySettings
+    from vicuna_ops.serve.server import configure_logging
+
+    _check_range("--port", port, 1, 65535)
+    if heartbeat_interval <= 0:
+        raise UserError("--heartbeat-interval must be positive")
+    if name:
+        from vicuna_ops.config import check_run_id
+
+        check_run_id(name)
+    if (bucket or name) and advertise_url is None and host in ("0.0.0.0", "::"):
+        from vicuna_ops.serve.discovery import public_host
+
+        advertise_url = f"http://{public_host()}:{port}"
+    configure_logging(log_level.upper())
+    path = registry or vops_home() / "serve" / (name or "default") / "registry.db"
+    settings = ControllerSettings(
+        registry_path=path, worker_token=_secret(WORKER_TOKEN_ENV, "the worker token"),
+        host=host, port=port, api_keys=_api_keys(api_key_env),
+        heartbeat_interval=heartbeat_interval, max_body_bytes=max_body_bytes,
+        proxy=ProxySettings(wait_for_worker=wait_for_worker,
+                            down_for=max(3 * heartbeat_interval, 1.0)),
+        advertise_url=advertise_url or f"http://{host}:{port}", bucket=bucket, name=name)
+    run_controller(settings)
+
+
+@serve_app.command("worker", hidden=True)
+def worker(
+    backend: str = typer.Option("transformers", "--backend"),
+    model: str = typer.Option(None, "--model"),
+    model_name: str = typer.Option(None, "--model-name"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8001, "--port"),
+    advertise_url: str = typer.Option(None, "--advertise-url"),
+    controller_url: str = typer.Option(None, "--controller-url"),
+    bucket: str = typer.Option(None, "--bucket"),
+    name: str = typer.Option(None, "--name"),
+    max_concurrency: int = typer.Option(4, "--max-concurrency"),
+    max_queue: int = typer.Option(64, "--max-queue"),
+    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval"),
+    drain_grace: float = typer.Option(30.0, "--drain-grace"),
+    cache_dir: Path = typer.Option(None, "--cache-dir"),
+    worker_id: str = typer.Option(None, "--worker-id"),
+    stub_tokens: int = typer.Option(32, "--stub-tokens"),
+    stub_rate: float = typer.Option(100.0, "--stub-rate"),
+    log_level: str = typer.Option("WARNING", "--log-level"),
+) -> None:
+    """Run a model worker (what the SkyPilot task and --local start)."""
+    from vicuna_ops.config import vops_home
+    from vicuna_ops.serve.server import configure_logging
+    from vicuna_ops.serve.worker import WorkerSettings, run_worker
+
+    _check_range("--port", port, 1, 65535)
+    _check_range("--max-concurrency", max_concurrency, 1, 4096)
+    if not controller_url and not (bucket and name):
+        raise UserError("a worker needs to find its controller",
+                        hint="pass --controller-url, or --bucket and --name")
+    configure_logging(log_level.upper())
+    extra = {"worker_id": worker_id} if worker_id else {}
+    settings = WorkerSettings(
+        worker_token=_secret(WORKER_TOKEN_ENV, "the worker token"), backend=backend,
+        model=model, model_name=model_name, host=host, port=port,
+        advertise_url=advertise_url, controller_url=controller_url, bucket=bucket, name=name,
+        max_concurrency=max_concurrency, max_queue=max_queue,
+        heartbeat_interval=heartbeat_interval, drain_grace=drain_grace,
+        cache_dir=cache_dir or vops_home() / "cache" / "models", stub_tokens=stub_tokens,
+        stub_rate=stub_rate, **extra)
+    run_worker(settings)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(serve_app, name="serve")

@@ -1,0 +1,26 @@
+"""ShareGPT data preparation: clean, filter and split conversations for training.
+
+    from vicuna_ops.data import prepare, PrepareOptions, CleanOptions
+    report = prepare(["sharegpt.json"], "s3://bucket/data/v1", "builtin:tiny")
+
+    reader.py    stream records from a JSON list or JSONL file (gzip too), with locations
+    inputs.py    input URIs -> files (a file, or the .json/.jsonl files under a prefix)
+    schema.py    what a record must look like; malformed reasons
+    html.py      scraped HTML -> markdown, scrape artifacts removed
+    language.py  a small dependency-free language guess
+    filters.py   role order, empty turns, length, language, blocklist, duplicates
+    split.py     segments that fit --max-length, counted with the real tokenizer
+    process.py   one record -> one outcome (what the workers run)
+    pipeline.py  workers, ordering, ids, train/eval draw, writing
+    report.py    the counts, which add up
+
+Importing this package is cheap; markdownify, bs4 and transformers load when first used.
+"""
+
+from __future__ import annotations
+
+from vicuna_ops.data.pipeline import OUTPUT_FILES, PrepareOptions, prepare
+from vicuna_ops.data.process import CleanOptions
+from vicuna_ops.data.report import Report
+
+__all__ = ["CleanOptions", "OUTPUT_FILES", "PrepareOptions", "Report", "prepare"]

@@ -1,0 +1,157 @@
+"""Scraped ChatGPT HTML back to the markdown the model wrote, minus the page's furniture.
+
+ShareGPT pages hold assistant replies as rendered HTML: ``<div class="markdown prose">``
+around paragraphs, lists, tables and code blocks whose header carries the language name and a
+"Copy code" button. Converted naively, every code block starts with ``pythonCopy code``. Here
+the code block header is read for its language and then removed, buttons and icons go, KaTeX
+keeps only its TeX source, and markdownify (a maintained converter) writes the rest.
+
+Two artifacts also survive in dumps that were converted to text already, so they are removed
+from any turn: a fence opening glued to "Copy code" (```` ```pythonCopy code ````), and the
+"1 / 1" regenerate-page counter the site put before a message.
+
+Only assistant turns that *are* HTML are converted: a user asking how to centre a ``<div>``
+keeps their question verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+# A reply that is scraped HTML starts with one of these tags (ShareGPT wraps replies in a div).
+_HTML_START = re.compile(
+    r"^\s*<(div|p|pre|ol|ul|h[1-6]|table|blockquote|span|code|strong|em|b|i|a|br|hr)\b[^>]*>",
+    re.IGNORECASE)
+_HTML_CLOSE = re.compile(r"</(div|p|pre|ol|ul|h[1-6]|table|blockquote|span|code)\s*>",
+                         re.IGNORECASE)
+_LANGUAGE_CLASS = re.compile(r"^(?:language|lang)-([\w+#.-]+)$")
+_LANGUAGE_NAME = re.compile(r"^[\w+#.-]{1,30}$")
+
+# ```pythonCopy code  /  ```\npythonCopy code  /  ```Copy code  (left by earlier converters)
+_GLUED_FENCE = re.compile(r"```[ \t]*\n?[ \t]*([\w+#.-]{0,30}?)[ \t]*(?:Copy code)+[ \t]*\n?")
+# "1 / 1", "2 / 3" before a message (the site's regenerate pager); n <= m, checked below.
+_PAGE_COUNTER = re.compile(r"^\s*(\d{1,2}) / (\d{1,2})(?!\d)[ \t]*\n?")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def looks_like_html(text: str) -> bool:
+    """True for scraped markup such as ``<div class="markdown">...</div>``."""
+    return bool(_HTML_START.match(text)) and bool(_HTML_CLOSE.search(text))
+
+
+def clean_turn(text: str, is_assistant: bool, changes: Counter[str]) -> str:
+    """One turn's text, cleaned; what changed is counted in ``changes``."""
+    if is_assistant and looks_like_html(text):
+        text = html_to_markdown(text, changes)
+        changes["html_turns_converted"] += 1
+    text, glued = _GLUED_FENCE.subn(_fence, text)
+    if glued:
+        changes["copy_code_removed"] += glued
+    match = _PAGE_COUNTER.match(text)
+    if match and 1 <= int(match.group(1)) <= int(match.group(2)):
+        text = text[match.end():]
+        changes["page_counters_removed"] += 1
+    return text.strip()
+
+
+def _fence(match: re.Match[str]) -> str:
+    return f"```{match.group(1)}\n"
+
+
+# Removed before parsing, with regexes (C speed; the HTML parser is pure Python and its cost
+# grows with the number of tags): buttons, icons, and the syntax-highlighting spans that wrap
+# every token inside a code block (they carry colour only; the text is kept).
+_BUTTON = re.compile(r"<button\b[^>]*>(.*?)</button\s*>", re.IGNORECASE | re.DOTALL)
+_SVG = re.compile(r"<svg\b.*?</svg\s*>", re.IGNORECASE | re.DOTALL)
+_CODE_BODY = re.compile(r"(<code\b[^>]*>)(.*?)(</code\s*>)", re.IGNORECASE | re.DOTALL)
+_SPAN_TAG = re.compile(r"</?span\b[^>]*>", re.IGNORECASE)
+
+
+def html_to_markdown(html: str, changes: Counter[str] | None = None) -> str:
+    """Markdown for one scraped reply (code blocks fenced with their language)."""
+    from bs4 import BeautifulSoup
+
+    changes = changes if changes is not None else Counter()
+    html = _BUTTON.sub(lambda m: _count_copy(m, changes), html)
+    html = _SVG.sub("", html)
+    html = _CODE_BODY.sub(lambda m: m.group(1) + _SPAN_TAG.sub("", m.group(2)) + m.group(3),
+                          html)
+    soup = BeautifulSoup(html, "html.parser")
+    _strip_furniture(soup, changes)
+    markdown = _converter().convert_soup(soup)
+    return _BLANK_RUNS.sub("\n\n", markdown).strip()
+
+
+def _count_copy(match: re.Match[str], changes: Counter[str]) -> str:
+    if "Copy" in match.group(1):
+        changes["copy_code_removed"] += 1
+    return ""
+
+
+def _strip_furniture(soup: Any, changes: Counter[str]) -> None:
+    """Code block headers, leftover buttons and icons, KaTeX's duplicate MathML; in place.
+    One walk over the tree collects them all."""
+    pres, junk, maths = [], [], []
+    for node in soup.find_all(["pre", "button", "svg", "span"]):
+        if node.name == "pre":
+            pres.append(node)
+        elif node.name != "span":
+            junk.append(node)
+        elif "katex" in (node.get("class") or ()):
+            maths.append(node)
+    for node in junk:
+        if node.name == "button" and "Copy" in node.get_text():
+            changes["copy_code_removed"] += 1
+        node.decompose()
+    for pre in pres:
+        code = pre.find("code")
+        language = _language_of(pre, code)
+        if code is not None:
+            if "Copy code" in pre.get_text().replace(code.get_text(), ""):
+                changes["copy_code_removed"] += 1
+            code.extract()
+            pre.clear()
+            pre.append(code)
+        pre["data-vops-language"] = language
+    for math in maths:
+        tex = math.find("annotation", attrs={"encoding": "application/x-tex"})
+        if tex is None:
+            continue
+        display = math.find_parent(class_="katex-display") is not None
+        math.replace_with(f"$${tex.get_text()}$$" if display else f"${tex.get_text()}$")
+
+
+def _language_of(pre: Any, code: Any) -> str:
+    """The language of a code block: its ``language-x`` class, else the header's label."""
+    if code is not None:
+        for css in code.get("class") or []:
+            match = _LANGUAGE_CLASS.match(css)
+            if match:
+                return match.group(1)
+    for label in pre.find_all("span"):
+        if code is not None and label.find_parent("code") is not None:
+            continue
+        text = label.get_text().strip()
+        if _LANGUAGE_NAME.match(text):
+            return text
+    return ""
+
+
+_CONVERTER: Any = None
+
+
+def _converter() -> Any:
+    """One markdownify converter per process, set up for training text: no backslash escapes
+    (the model should write ``a_b``, not ``a\\_b``), ATX headings, '-' bullets."""
+    global _CONVERTER
+    if _CONVERTER is None:
+        from markdownify import ATX, MarkdownConverter
+
+        _CONVERTER = MarkdownConverter(
+            heading_style=ATX, bullets="-", escape_asterisks=False, escape_underscores=False,
+            escape_misc=False,
+            code_language_callback=lambda pre: pre.get("data-vops-language") or "",
+        )
+    return _CONVERTER

@@ -1,0 +1,267 @@
+"""``prepare``: inputs -> worker processes -> train.jsonl, eval.jsonl, report.json.
+
+    main process                      workers (fork)                 main process
+    read records (streaming) --chunks--> parse, clean, filter, split --> in input order:
+                                                                         duplicates, ids,
+                                                                         train/eval draw, write
+
+Memory stays bounded whatever the input size: the reader holds one record (or one 1 MB
+buffer), at most ``2 x workers`` chunks of a few MB are in flight, outputs go to temp files
+that are uploaded at the end, and duplicates are remembered as 16-byte digests. Results come
+back in input order, so the output is identical for any number of workers.
+
+Output layout under ``--out`` (a folder or bucket prefix)::
+
+    train.jsonl   ShareGPT records {id, conversations:[{from, value}]}, one per line
+    eval.jsonl    the same, for the conversations drawn into eval
+    report.json   the counts (written last: its presence means the other two are complete)
+
+A conversation split in several segments gives ids ``<id>_0``, ``<id>_1``, ...; one that
+fits keeps its id. All segments of a conversation land on the same side of the train/eval
+split, which is drawn per id from ``--seed`` (stable when records are added or removed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from vicuna_ops.data.filters import Duplicates
+from vicuna_ops.data.inputs import InputFile, resolve_inputs
+from vicuna_ops.data.process import CleanOptions, Outcome, Processor
+from vicuna_ops.data.reader import RawRecord, ReadStats, read_records
+from vicuna_ops.data.report import Report
+from vicuna_ops.data.schema import to_record
+from vicuna_ops.errors import UserError
+
+OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.json")
+CHUNK_RECORDS = 256
+CHUNK_BYTES = 2 << 20
+
+# (bytes read so far, bytes in all inputs or None, records done)
+ProgressFn = Callable[[int, "int | None", int], None]
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    clean: CleanOptions = field(default_factory=CleanOptions)
+    eval_ratio: float = 0.01
+    seed: int = 0
+    workers: int = 0  # 0: one per available core
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.eval_ratio < 1.0:
+            raise UserError(f"--eval-ratio must be in [0, 1), not {self.eval_ratio}")
+        if self.workers < 0:
+            raise UserError(f"--workers cannot be negative, not {self.workers}")
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+
+
+def prepare(inputs: list[str], out: str, tokenizer_spec: str,
+            options: PrepareOptions | None = None, progress: ProgressFn | None = None
+            ) -> Report:
+    """Clean, filter and split ``inputs`` into ``out``; returns the report it wrote."""
+    from vicuna_ops.storage import open_store
+    from vicuna_ops.tokenizer import load_tokenizer
+
+    options = options or PrepareOptions()
+    files = resolve_inputs(inputs)
+    out_store = open_store(out)
+    _check_output(out_store, files, options.overwrite)
+    tokenizer = load_tokenizer(tokenizer_spec)
+    processor = Processor(options.clean, tokenizer)
+    settings = {"tokenizer": tokenizer_spec, **_settings(options)}
+    report = Report(output=out_store.uri, settings=settings)
+    total = sum(f.size for f in files) if all(f.size is not None for f in files) else None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vops-data-") as tmp:
+        paths = {name: Path(tmp) / name for name in OUTPUT_FILES}
+        with _Writer(paths) as writer:
+            records = _read_all(files, report.inputs)
+            done = 0
+            for batch in _outcomes(processor, _chunks(records), options.worker_count):
+                for outcome in batch:
+                    _account(outcome, report, writer, options)
+                done += len(batch)
+                if progress is not None:
+                    progress(sum(s.bytes_read for s in report.inputs), total, done)
+        report.seconds = time.monotonic() - started
+        if not report.balanced:  # pragma: no cover - would be a bug in the counting
+            raise AssertionError(f"report does not add up: {report.to_dict()}")
+        report.files = {name: out_store.url_for(name) for name in OUTPUT_FILES}
+        paths["report.json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        for name in OUTPUT_FILES:  # report.json last: it marks the output complete
+            out_store.put_file(name, paths[name])
+    return report
+
+
+def _settings(options: PrepareOptions) -> dict[str, object]:
+    clean = asdict(options.clean)
+    clean["keep_langs"] = sorted(options.clean.keep_langs)
+    clean["skip_langs"] = sorted(options.clean.skip_langs)
+    clean["blocklist"] = len(options.clean.blocklist)  # the count, not the phrases
+    return {**clean, "eval_ratio": options.eval_ratio, "seed": options.seed,
+            "workers": options.worker_count}
+
+
+def _check_output(store: object, files: list[InputFile], overwrite: bool) -> None:
+    """Refuse to clobber an earlier output or an input; fail now if ``out`` is not writable."""
+    targets = {store.url_for(name) for name in OUTPUT_FILES}  # type: ignore[attr-defined]
+    clash = [f.uri for f in files if f.uri in targets]
+    if clash:
+        raise UserError(f"input {clash[0]} is also an output file",
+                        hint="choose another --out")
+    if not overwrite:
+        existing = [name for name in OUTPUT_FILES if store.exists(name)]  # type: ignore[attr-defined]
+        if existing:
+            raise UserError(f"{store.url_for(existing[0])} already exists",  # type: ignore[attr-defined]
+                            hint="pass --overwrite, or choose another --out")
+    probe = f".vops-write-probe-{os.getpid()}"
+    store.put_bytes(probe, b"")  # type: ignore[attr-defined]
+    store.delete(probe)  # type: ignore[attr-defined]
+
+
+# -- reading and batching ------------------------------------------------------------------
+
+
+def _read_all(files: list[InputFile], stats_out: list[ReadStats]) -> Iterator[RawRecord]:
+    for file in files:
+        stats = ReadStats(file.uri)
+        stats_out.append(stats)
+        with file.open() as stream:
+            yield from read_records(stream, file.uri, stats)
+
+
+def _chunks(records: Iterable[RawRecord]) -> Iterator[list[RawRecord]]:
+    """Batches of at most CHUNK_RECORDS records or about CHUNK_BYTES of input."""
+    chunk: list[RawRecord] = []
+    size = 0
+    for record in records:
+        chunk.append(record)
+        size += record.size
+        if len(chunk) >= CHUNK_RECORDS or size >= CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# -- workers -------------------------------------------------------------------------------
+
+_WORKER: Processor | None = None  # set in the parent before fork; inherited, never pickled
+
+
+def _process_chunk(chunk: list[RawRecord]) -> list[Outcome]:
+    assert _WORKER is not None
+    return [_WORKER.process(record) for record in chunk]
+
+
+def _outcomes(processor: Processor, chunks: Iterator[list[RawRecord]], workers: int
+              ) -> Iterator[list[Outcome]]:
+    """Outcomes chunk by chunk, in input order. One worker runs in this process."""
+    global _WORKER
+    # Workers each use one core; the Rust tokenizer's own thread pool would oversubscribe.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for chunk in chunks:
+            yield [processor.process(record) for record in chunk]
+        return
+    _WORKER = processor
+    try:
+        # fork: workers inherit the loaded tokenizer instead of each loading it again. Safe
+        # here: the pool is made before any thread of ours starts, and the parent has not
+        # run the tokenizer yet (so its thread pool does not exist).
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) as pool:
+            pending: deque = deque()
+            for chunk in chunks:
+                pending.append(pool.apply_async(_process_chunk, (chunk,)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+    finally:
+        _WORKER = None
+
+
+# -- accounting and writing ----------------------------------------------------------------
+
+
+def draws_eval(record_id: str, seed: int, ratio: float) -> bool:
+    """Whether a conversation goes to eval: a seeded hash of its id, so the draw of one record
+    never depends on the others."""
+    if ratio <= 0:
+        return False
+    digest = hashlib.blake2b(f"{seed}\0{record_id}".encode("utf-8", "replace"), digest_size=8)
+    return int.from_bytes(digest.digest(), "big") / 2.0**64 < ratio
+
+
+class _Writer:
+    """Appends records to train/eval temp files and hands out unique output ids."""
+
+    def __init__(self, paths: dict[str, Path]) -> None:
+        self.paths = paths
+        self.duplicates = Duplicates()
+        self._ids: set[bytes] = set()
+
+    def __enter__(self) -> _Writer:
+        self.files = {name: open(self.paths[f"{name}.jsonl"], "w", encoding="utf-8")  # noqa: SIM115
+                      for name in ("train", "eval")}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for file in self.files.values():
+            file.close()
+
+    def unique_id(self, wanted: str) -> str:
+        """``wanted``, or ``wanted~2``, ``~3``... if an earlier output already used it (a
+        record called ``x_0`` next to a record ``x`` split in two)."""
+        candidate, n = wanted, 1
+        while (key := hashlib.blake2b(candidate.encode("utf-8", "replace"),
+                                      digest_size=16).digest()) in self._ids:
+            n += 1
+            candidate = f"{wanted}~{n}"
+        self._ids.add(key)
+        return candidate
+
+    def write(self, split: str, record: dict) -> None:
+        self.files[split].write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _account(outcome: Outcome, report: Report, writer: _Writer, options: PrepareOptions
+             ) -> None:
+    if outcome.reason is not None:
+        report.record_left_out(outcome.reason, outcome.where, outcome.record_id, outcome.detail)
+        return
+    assert outcome.record_id is not None and outcome.exchange_key is not None
+    duplicate = writer.duplicates.reason(outcome.record_id, outcome.exchange_key)
+    if duplicate is not None:
+        report.record_left_out(duplicate, outcome.where, outcome.record_id, None)
+        return
+    split = "eval" if draws_eval(outcome.record_id, options.seed, options.eval_ratio) \
+        else "train"
+    several = len(outcome.segments) > 1
+    for index, (turns, _tokens) in enumerate(outcome.segments):
+        wanted = f"{outcome.record_id}_{index}" if several else outcome.record_id
+        new_id = writer.unique_id(wanted)
+        if new_id != wanted:
+            report.changes["ids_renamed_to_stay_unique"] += 1
+        writer.write(split, to_record(new_id, outcome.system, list(turns)))
+    report.record_kept(split, [tokens for _, tokens in outcome.segments], outcome.changes)

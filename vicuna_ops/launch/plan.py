@@ -1,0 +1,74 @@
+"""What a run will cost, before it starts. Pure: candidates + recipe -> Estimate.
+
+The recipe says how many wall-clock hours it needs on its own GPUs (``expected_hours`` on
+``resources.gpus``); a request for a different count or more nodes scales that by total GPU
+count (same GPU type assumed: the estimate does not model that an H100 is faster than an
+A100). Cost = hours x nodes x $/h of the zone SkyPilot tries first; ``high`` prices the same
+hours at the dearest listed zone, where failovers could land. The on-demand figure is the
+cheapest on-demand zone among the same candidates, so the saving compares like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from vicuna_ops.launch.accelerators import Gpus, parse_gpus
+from vicuna_ops.launch.candidates import Candidate
+from vicuna_ops.recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Estimate:
+    hours: float  # expected wall-clock hours
+    gpu_hours: float
+    num_nodes: int
+    use_spot: bool
+    hourly: float | None  # $/h for all nodes at the first candidate, in the chosen mode
+    cost: float | None  # hours x hourly
+    cost_high: float | None  # at the dearest listed candidate
+    ondemand_hourly: float | None  # $/h for all nodes, cheapest on-demand candidate
+    ondemand_cost: float | None
+    saving: float | None  # 1 - cost / ondemand_cost, spot only
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def expected_hours(recipe: Recipe, gpus: Gpus, num_nodes: int = 1) -> float:
+    """The recipe's hours, rescaled from its own GPU count to ``num_nodes x gpus.count``."""
+    try:
+        recipe_gpus = parse_gpus(recipe.resources.gpus).count
+    except Exception:  # a recipe with an odd gpus string: take its hours as they are
+        recipe_gpus = gpus.count * num_nodes
+    return recipe.resources.expected_hours * recipe_gpus / (gpus.count * num_nodes)
+
+
+def estimate(recipe: Recipe, gpus: Gpus, candidates: Sequence[Candidate], *,
+             use_spot: bool, num_nodes: int = 1) -> Estimate:
+    hours = expected_hours(recipe, gpus, num_nodes)
+    prices = [c.price(use_spot) for c in candidates if c.price(use_spot) is not None]
+    ondemand = [c.ondemand_price for c in candidates if c.ondemand_price is not None]
+    hourly = prices[0] * num_nodes if prices else None
+    high = max(prices) * num_nodes if prices else None
+    ondemand_hourly = min(ondemand) * num_nodes if ondemand else None
+    cost = _money(hours * hourly) if hourly is not None else None
+    ondemand_cost = _money(hours * ondemand_hourly) if ondemand_hourly is not None else None
+    saving = None
+    if use_spot and cost is not None and ondemand_cost:
+        saving = round(1 - cost / ondemand_cost, 4)
+    return Estimate(
+        hours=round(hours, 3), gpu_hours=round(hours * gpus.count * num_nodes, 3),
+        num_nodes=num_nodes, use_spot=use_spot,
+        hourly=_rate(hourly), cost=cost,
+        cost_high=_money(hours * high) if high is not None else None,
+        ondemand_hourly=_rate(ondemand_hourly),
+        ondemand_cost=ondemand_cost, saving=saving)
+
+
+def _money(value: float) -> float:
+    return round(value, 2)
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

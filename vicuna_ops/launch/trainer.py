@@ -1,0 +1,166 @@
+"""The ``vops train`` flow for a cloud run: prepare (everything up to a validated task YAML
+and a plan, nothing launched) and launch (SkyPilot managed job + ledger row).
+
+Order matters for "bad input leaves nothing behind": every check that can fail on user input
+runs before the run folder is created; if SkyPilot rejects the generated task, a run folder
+created by this call is removed again. The ledger gets a row only for a launch, and gets it
+*before* the SDK call (status ``launching``), so a job can never run untracked if vops dies
+between the two; a dry run writes the run folder (recipe.yaml, task.yaml) and no ledger row.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from vicuna_ops.config import run_dir as make_run_dir
+from vicuna_ops.config import runs_dir
+from vicuna_ops.errors import CloudError, UserError
+from vicuna_ops.launch import sky_sdk
+from vicuna_ops.launch.accelerators import check_gpus
+from vicuna_ops.launch.candidates import Candidate, zone_candidates
+from vicuna_ops.launch.plan import Estimate, estimate
+from vicuna_ops.launch.request import TrainRequest
+from vicuna_ops.launch.setup_source import NodeInstall, node_install
+from vicuna_ops.launch.task import build_train_task, load_template, write_task_yaml
+from vicuna_ops.launch.validate import Placement, validate_task_file
+from vicuna_ops.ledger import Ledger
+from vicuna_ops.recipe import dump_recipe
+
+LAUNCH_FAILED = "launch-failed"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    request: TrainRequest
+    run_dir: Path
+    task_yaml: Path
+    recipe_yaml: Path
+    candidates: list[Candidate]
+    placement: Placement
+    estimate: Estimate
+    install: NodeInstall
+
+    def summary(self) -> dict[str, Any]:
+        """What ``--json`` prints and the ledger keeps (names only for secrets)."""
+        req = self.request
+        return {
+            "run_id": req.run_id,
+            "task_yaml": str(self.task_yaml),
+            "recipe_yaml": str(self.recipe_yaml),
+            "recipe": req.recipe.name,
+            "bucket": req.bucket,
+            "run_uri": req.run_uri,
+            "data": req.data or req.recipe.data.path,
+            "resources": {
+                "gpus": str(req.gpus), "use_spot": req.use_spot, "num_nodes": req.num_nodes,
+                "clouds": list(req.clouds), "regions": list(req.regions or []) or None,
+                "zones": list(req.zones or []) or None,
+                "max_restarts_on_errors": req.max_restarts_on_errors,
+                "disk_size_gb": req.recipe.resources.disk_size_gb,
+            },
+            "candidates": [c.to_dict() for c in self.candidates],
+            "placement": {**self.placement.__dict__, "infra": self.placement.infra},
+            "estimate": self.estimate.to_dict(),
+            "max_cost": req.max_cost,
+            "max_steps": req.max_steps,
+            "envs": dict(req.envs),
+            "secrets": list(req.secret_names),
+            "install": {"mode": self.install.mode, "requirement": self.install.requirement,
+                        "install_id": self.install.install_id},
+        }
+
+
+def prepare(request: TrainRequest) -> PreparedRun:
+    """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
+    _check_name_free(request.run_id)
+    gpus = check_gpus(request.gpus, request.clouds)
+    request = _with_gpus(request, gpus)
+    candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
+                                 zones=request.zones, use_spot=request.use_spot)
+    install = node_install()
+    existed = (runs_dir() / request.run_id).exists()
+    folder = make_run_dir(request.run_id)
+    try:
+        recipe_yaml = folder / "recipe.yaml"
+        recipe_yaml.write_text(dump_recipe(request.recipe))
+        task = build_train_task(load_template("train"), request, candidates, install,
+                                str(recipe_yaml))
+        task_yaml = write_task_yaml(folder, "task", task)
+        placement = validate_task_file(task_yaml).placement
+        _check_placement(placement, candidates)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return PreparedRun(request=request, run_dir=folder, task_yaml=task_yaml,
+                       recipe_yaml=recipe_yaml, candidates=candidates, placement=placement,
+                       estimate=estimate(request.recipe, gpus, candidates,
+                                         use_spot=request.use_spot,
+                                         num_nodes=request.num_nodes),
+                       install=install)
+
+
+def launch(prepared: PreparedRun, environ: Mapping[str, str]) -> int:
+    """Submit the managed job; the ledger row goes in first and records the outcome."""
+    req = prepared.request
+    secrets = {}
+    for name in req.secret_names:
+        if not environ.get(name):  # it was set at prepare time; it must still be
+            raise UserError(f"--secret {name}: {name} is not set in this environment")
+        secrets[name] = environ[name]
+    summary = prepared.summary()
+    with Ledger() as ledger:
+        if ledger.has_run(req.run_id):  # a retry after a failed launch reuses the row
+            ledger.update_run(req.run_id, status="launching", task_yaml=str(prepared.task_yaml),
+                              data=summary)
+        else:
+            ledger.add_run(req.run_id, "train", "launching", bucket=req.bucket,
+                           task_yaml=str(prepared.task_yaml), data=summary)
+        try:
+            job_id = sky_sdk.launch_managed_job(prepared.task_yaml, req.run_id, secrets=secrets)
+        except BaseException as exc:
+            ledger.update_run(req.run_id, status=LAUNCH_FAILED,
+                              data={"launch_error": _one_line(exc)})
+            ledger.add_event(req.run_id, "launch-failed", {"error": _one_line(exc)})
+            raise
+        ledger.update_run(req.run_id, status="launched", job_ids=[job_id],
+                          data={"launched_at": time.time(), "job_name": req.run_id})
+        ledger.add_event(req.run_id, "launched", {
+            "job_id": job_id, "placement": prepared.placement.infra,
+            "estimate": prepared.estimate.cost})
+    return job_id
+
+
+def _check_name_free(run_id: str) -> None:
+    with Ledger() as ledger:
+        if not ledger.has_run(run_id):
+            return
+        row = ledger.get_run(run_id)
+    if row["status"] == LAUNCH_FAILED and not row["job_ids"]:
+        return
+    raise UserError(f"run {run_id!r} already exists ({row['status']})",
+                    hint="pick another --name; `vops runs` lists the runs")
+
+
+def _with_gpus(request: TrainRequest, gpus: Any) -> TrainRequest:
+    from dataclasses import replace
+
+    return replace(request, gpus=gpus)
+
+
+def _check_placement(placement: Placement, candidates: list[Candidate]) -> None:
+    """SkyPilot must pick one of our zones; anything else means the task says something else
+    than the plan shows."""
+    zones = {(c.cloud, c.region, c.zone) for c in candidates}
+    if (placement.cloud, placement.region, placement.zone) not in zones:
+        raise CloudError(f"SkyPilot's optimizer picked {placement.infra}, which is not among "
+                         "the planned zones", hint="report this with --debug output")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,263 @@
+"""The controller: the OpenAI-compatible API in front of the workers, and their registry.
+
+    client --HTTP--> controller --HTTP--> worker        (one hop; see proxy.py)
+    worker --register / heartbeat / drain (worker token)--> controller
+
+Public endpoints (``Bearer`` API key when keys are configured): ``GET /v1/models``,
+``POST /v1/chat/completions``, ``POST /v1/completions``. Open: ``GET /healthz``,
+``GET /metrics``. Workers only (``Bearer`` worker token): ``POST /vops/workers/register``,
+``/heartbeat``, ``/drain``, and ``GET /vops/workers``.
+
+Every body is read with a size limit and validated before anything is sent on: garbage is a
+400, a bad or unknown field a 422 naming it, an unknown model a 404, a body over the limit
+(or a prompt over the model's context, from the worker) a 413. Nothing a client sends can
+produce a 500; the catch-all handler exists for bugs and still answers in OpenAI's format.
+"""
+
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from vicuna_ops import adaptors
+from vicuna_ops.serve import protocol
+from vicuna_ops.serve.bodies import bearer_in, parse_body, read_body
+from vicuna_ops.serve.metrics import ControllerMetrics
+from vicuna_ops.serve.protocol import ApiError
+from vicuna_ops.serve.proxy import Call, Passthrough, Proxy, ProxySettings
+from vicuna_ops.serve.registry import Registry
+
+log = logging.getLogger("vops.serve.controller")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    registry_path: Path
+    worker_token: str = field(repr=False)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: frozenset[str] = field(default=frozenset(), repr=False)
+    heartbeat_interval: float = 2.0
+    max_body_bytes: int = 1 << 20
+    proxy: ProxySettings = ProxySettings()
+    advertise_url: str | None = None  # what workers should call; published to the bucket
+    bucket: str | None = None  # with ``name``: publish <bucket>/<name>/serve/controller.json
+    name: str | None = None
+    graceful_timeout: float = 30.0
+
+
+def create_app(settings: ControllerSettings) -> Any:
+    fastapi = adaptors.require("fastapi")
+    httpx = adaptors.require("httpx")
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException
+
+    if not settings.worker_token:
+        raise ValueError("the controller needs a worker token")
+    metrics = ControllerMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        registry = Registry(settings.registry_path,
+                            heartbeat_interval=settings.heartbeat_interval)
+        client = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.proxy.read_timeout,
+                                  connect=settings.proxy.connect_timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
+                                keepalive_expiry=4.0))
+        app.state.registry = registry
+        app.state.proxy = Proxy(registry, client, settings.worker_token, metrics,
+                                settings.proxy)
+        tasks = [asyncio.create_task(_reap(registry, metrics, settings.heartbeat_interval))]
+        if settings.bucket and settings.name and settings.advertise_url:
+            from vicuna_ops.serve import discovery
+
+            tasks.append(asyncio.create_task(discovery.keep_published(
+                settings.bucket, settings.name, settings.advertise_url)))
+        log.info("controller up with %d known worker(s)", len(registry.workers()))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await client.aclose()
+            registry.close()
+
+    app = fastapi.FastAPI(title="vops controller", lifespan=lifespan, docs_url=None,
+                          redoc_url=None, openapi_url=None)
+
+    # --- errors: always OpenAI's shape, never a bare 500 -----------------------------------
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Any, exc: ApiError) -> Any:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Any, exc: Any) -> Any:
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(),
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Any, exc: Exception) -> Any:
+        log.exception("unhandled error on %s", request.url.path)
+        error = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
+        return JSONResponse(error.body(), status_code=500)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def check_api_key(request: Any) -> None:
+        if settings.api_keys and not bearer_in(request, settings.api_keys):
+            raise ApiError(401, "missing or invalid API key (send 'Authorization: Bearer "
+                           "<key>')", type="authentication_error", code="invalid_api_key")
+
+    @app.get("/v1/models")
+    async def models(request: fastapi.Request) -> Any:
+        check_api_key(request)
+        return protocol.model_list(request.app.state.registry.models())
+
+    async def api_call(request: Any, path: str) -> Any:
+        started = time.monotonic()
+        metrics.in_flight.inc()
+        status, streaming = 500, False
+        try:
+            check_api_key(request)
+            raw = await read_body(request, settings.max_body_bytes)
+            public_model, _ = protocol.ENDPOINTS[path]
+            parsed = parse_body(raw, public_model)
+            registry = request.app.state.registry
+            if parsed.model not in registry.models():
+                raise ApiError(404, f"model {parsed.model!r} does not exist; served: "
+                               f"{', '.join(registry.models()) or 'none yet'}",
+                               param="model", code="model_not_found")
+            request_id = request.headers.get("x-request-id") or protocol.new_request_id()
+            call = Call(path=path, model=parsed.model, raw=raw, request_id=request_id,
+                        body=parsed.model_dump(mode="json", exclude_unset=True),
+                        stream=parsed.stream, started=started)
+            proxy = request.app.state.proxy
+            if not parsed.stream:
+                status, content = await proxy.complete(call)
+                return Response(content, status_code=status, media_type="application/json")
+            events = await proxy.open_stream(call)
+            status, streaming = 200, True
+            body = _finishing(events, lambda: done(path, 200, started))
+            return StreamingResponse(body, media_type=protocol.SSE_MEDIA_TYPE,
+                                     headers={"x-request-id": request_id,
+                                              "cache-control": "no-cache"})
+        except ApiError as exc:
+            status = exc.status
+            if status >= 500:
+                metrics.errors.labels(exc.code or "server").inc()
+            return JSONResponse(exc.body(), status_code=status)
+        except Passthrough as exc:
+            status = exc.status
+            return Response(exc.content, status_code=status, media_type="application/json")
+        finally:
+            if not streaming:
+                done(path, status, started)
+
+    def done(path: str, status: int, started: float) -> None:
+        metrics.in_flight.dec()
+        metrics.requests.labels(path, str(status)).inc()
+        metrics.latency.labels(path).observe(time.monotonic() - started)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: fastapi.Request) -> Any:
+        return await api_call(request, "/v1/chat/completions")
+
+    @app.post("/v1/completions")
+    async def completions(request: fastapi.Request) -> Any:
+        return await api_call(request, "/v1/completions")
+
+    @app.get("/healthz")
+    async def healthz(request: fastapi.Request) -> Any:
+        registry = request.app.state.registry
+        states = [w.state for w in registry.workers()]
+        return {"status": "ok", "workers": {"live": states.count("live"),
+                                            "draining": states.count("draining")},
+                "models": registry.models()}
+
+    @app.get("/metrics")
+    async def prometheus(request: fastapi.Request) -> Any:
+        registry = request.app.state.registry
+        metrics.refresh_workers(registry.workers(), registry.now())
+        content, media_type = metrics.render()
+        return Response(content, media_type=media_type)
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def check_worker_token(request: Any) -> None:
+        if not bearer_in(request, (settings.worker_token,)):
+            raise ApiError(401, "missing or invalid worker token",
+                           type="authentication_error", code="invalid_worker_token")
+
+    async def worker_message(request: Any, model: type) -> Any:
+        check_worker_token(request)
+        return parse_body(await read_body(request, 64 * 1024), model)
+
+    @app.post("/vops/workers/register")
+    async def register(request: fastapi.Request) -> Any:
+        info = await worker_message(request, protocol.WorkerInfo)
+        worker = request.app.state.registry.register(info)
+        metrics.registrations.inc()
+        log.info("worker %s registered at %s serving %s", worker.worker_id, worker.url,
+                 ",".join(sorted(worker.models)))
+        return protocol.HeartbeatReply(status="ok",
+                                       heartbeat_interval=settings.heartbeat_interval)
+
+    @app.post("/vops/workers/heartbeat")
+    async def heartbeat(request: fastapi.Request) -> Any:
+        beat = await worker_message(request, protocol.Heartbeat)
+        known = request.app.state.registry.heartbeat(beat.worker_id, beat.in_flight)
+        return protocol.HeartbeatReply(status="ok" if known else "unknown",
+                                       heartbeat_interval=settings.heartbeat_interval)
+
+    @app.post("/vops/workers/drain")
+    async def drain(request: fastapi.Request) -> Any:
+        message = await worker_message(request, protocol.DrainRequest)
+        known = request.app.state.registry.drain(message.worker_id)
+        log.info("worker %s draining", message.worker_id)
+        return {"status": "ok" if known else "unknown"}
+
+    @app.get("/vops/workers")
+    async def list_workers(request: fastapi.Request) -> Any:
+        check_worker_token(request)
+        registry = request.app.state.registry
+        now = registry.now()
+        return {"workers": [w.as_dict(now) for w in registry.workers()]}
+
+    return app
+
+
+async def _finishing(events: AsyncIterator[bytes], on_done: Any) -> AsyncIterator[bytes]:
+    """Relay ``events``; ``on_done`` runs once when the stream ends, however it ends."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        on_done()
+        await events.aclose()
+
+
+async def _reap(registry: Registry, metrics: ControllerMetrics, interval: float) -> None:
+    """Drop workers that stopped heartbeating; runs every quarter interval."""
+    while True:
+        await asyncio.sleep(interval / 4)
+        try:
+            for worker_id in registry.expire():
+                metrics.workers_dropped.inc()
+                log.warning("worker %s dropped: no heartbeat for %.1fs", worker_id,
+                            registry.expiry)
+        except Exception:  # the reaper must outlive a transient SQLite error
+            log.exception("reaping workers failed")
+
+
+def run_controller(settings: ControllerSettings) -> None:
+    """Serve until SIGTERM/SIGINT; in-flight streams finish within the graceful timeout."""
+    from vicuna_ops.serve.server import serve
+
+    serve(create_app(settings), settings.host, settings.port,
+          graceful_timeout=settings.graceful_timeout)

@@ -1,0 +1,276 @@
+"""``vops serve --local``: the controller and N workers as processes on this machine.
+
+The supervisor starts the controller, waits for it, starts the workers on free ports, waits
+until they have registered, and then watches them: a worker that dies is started again
+(with backoff), and so is the controller (it reloads its registry, so routing resumes at
+once). Ctrl-C or SIGTERM stops everything in order: workers drain first (in-flight answers
+finish), then the controller; anything still alive after the grace period is killed.
+
+Children run in their own sessions (a terminal Ctrl-C reaches only the supervisor, which
+stops them in the right order) and, on Linux, are asked to receive SIGTERM if the supervisor
+itself dies (``PR_SET_PDEATHSIG``), so no orphan outlives it. Their output goes to log files
+under the state folder; the worker token is generated fresh and passed in the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from vicuna_ops.errors import ServeError
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    model: str | None
+    backend: str = "transformers"
+    port: int = 8000
+    host: str = "127.0.0.1"
+    workers: int = 1
+    model_name: str | None = None
+    max_concurrency: int = 4
+    heartbeat_interval: float = 2.0
+    api_key_env: str | None = None
+    state_dir: Path = Path(".")
+    stub_tokens: int = 32
+    stub_rate: float = 100.0
+    start_timeout: float = 300.0  # model loading on a slow disk can take minutes
+    grace: float = 30.0
+    controller_args: tuple[str, ...] = ()  # extra flags (tests, benchmarks)
+    worker_args: tuple[str, ...] = ()
+
+
+@dataclass
+class _Child:
+    role: str  # "controller" or "worker-<i>"
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    log_file: object = field(default=None, repr=False)
+
+
+class LocalServing:
+    """Start, watch and stop the processes of one local deployment."""
+
+    def __init__(self, plan: LocalPlan, *, say: Callable[[str], None] = lambda _m: None) -> None:
+        self.plan = plan
+        self.say = say
+        self.token = secrets.token_urlsafe(32)
+        self.url = f"http://{plan.host}:{plan.port}"
+        self.stopping = False
+        plan.state_dir.mkdir(parents=True, exist_ok=True)
+        (plan.state_dir / "logs").mkdir(exist_ok=True)
+        self.registry_path = plan.state_dir / "registry.db"
+        for stale in plan.state_dir.glob("registry.db*"):  # workers of an earlier run
+            stale.unlink()
+        self.controller = _Child("controller", self._controller_argv(),
+                                 plan.state_dir / "logs" / "controller.log")
+        self.workers = [_Child(f"worker-{i}", self._worker_argv(i, _free_port(plan.host)),
+                               plan.state_dir / "logs" / f"worker-{i}.log")
+                        for i in range(plan.workers)]
+
+    # --- command lines ---------------------------------------------------------------------
+
+    def _base(self) -> list[str]:
+        return [sys.executable, "-m", "vicuna_ops", "serve"]
+
+    def _controller_argv(self) -> list[str]:
+        argv = [*self._base(), "controller", "--host", self.plan.host,
+                "--port", str(self.plan.port), "--registry", str(self.registry_path),
+                "--heartbeat-interval", str(self.plan.heartbeat_interval)]
+        if self.plan.api_key_env:
+            argv += ["--api-key-env", self.plan.api_key_env]
+        return [*argv, *self.plan.controller_args]
+
+    def _worker_argv(self, index: int, port: int) -> list[str]:
+        plan = self.plan
+        argv = [*self._base(), "worker", "--controller-url", self.url, "--host", plan.host,
+                "--port", str(port), "--backend", plan.backend,
+                "--max-concurrency", str(plan.max_concurrency),
+                "--worker-id", f"local-{index}-{secrets.token_hex(3)}"]
+        if plan.model:
+            argv += ["--model", plan.model]
+        if plan.model_name:
+            argv += ["--model-name", plan.model_name]
+        if plan.backend == "stub":
+            argv += ["--stub-tokens", str(plan.stub_tokens), "--stub-rate", str(plan.stub_rate)]
+        return [*argv, *plan.worker_args]
+
+    def worker_url(self, child: _Child) -> str:
+        return f"http://{self.plan.host}:{child.argv[child.argv.index('--port') + 1]}"
+
+    # --- processes -------------------------------------------------------------------------
+
+    def _start(self, child: _Child) -> None:
+        env = {**os.environ, "VOPS_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        child.log_file = open(child.log_path, "ab")
+        child.process = subprocess.Popen(
+            child.argv, env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+
+    def start(self) -> None:
+        """Start everything and wait until every worker has registered."""
+        self._start(self.controller)
+        self._wait_until(lambda: self._health() is not None, "the controller to answer",
+                         [self.controller])
+        for worker in self.workers:
+            self._start(worker)
+        self.say(f"loading the model in {len(self.workers)} worker(s)...")
+        self._wait_until(lambda: self._live_workers() >= len(self.workers),
+                         f"{len(self.workers)} worker(s) to register", self.workers)
+
+    def _wait_until(self, condition: Callable[[], bool], what: str, children: list[_Child]
+                    ) -> None:
+        deadline = time.monotonic() + self.plan.start_timeout
+        while not condition():
+            for child in children:
+                if child.process.poll() is not None:
+                    raise ServeError(f"the {child.role} exited with code "
+                                     f"{child.process.returncode} while starting: "
+                                     f"{_last_line(child.log_path)}",
+                                     hint=f"see {child.log_path}")
+            if self.stopping:
+                raise KeyboardInterrupt
+            if time.monotonic() > deadline:
+                raise ServeError(f"timed out waiting for {what}",
+                                 hint=f"see the logs in {self.plan.state_dir / 'logs'}")
+            time.sleep(0.1)
+
+    def _health(self) -> dict | None:
+        import httpx
+
+        try:
+            response = httpx.get(self.url + "/healthz", timeout=1.0)
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        ok = response.status_code == 200 and isinstance(body, dict) and "workers" in body
+        return body if ok else None
+
+    def _live_workers(self) -> int:
+        health = self._health()
+        return int(health["workers"]["live"]) if health else 0
+
+    def watch(self) -> None:
+        """Restart whatever dies, until ``stop`` is asked for (by a signal handler)."""
+        while not self.stopping:
+            now = time.monotonic()
+            for child in [self.controller, *self.workers]:
+                code = child.process.poll() if child.process else None
+                if code is None or self.stopping:
+                    continue
+                if child.next_start == 0.0:
+                    backoff = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+                    child.next_start = now + backoff
+                    self.say(f"{child.role} exited with code {code}; restarting in "
+                             f"{backoff:.1f}s ({_last_line(child.log_path)})")
+                elif now >= child.next_start:
+                    child.restarts += 1
+                    child.next_start = 0.0
+                    self._start(child)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        """Workers drain first, then the controller; kill what outlives the grace period."""
+        self.stopping = True
+        for group in (self.workers, [self.controller]):
+            alive = [c.process for c in group if c.process and c.process.poll() is None]
+            for process in alive:
+                _signal(process, signal.SIGTERM)
+            deadline = time.monotonic() + self.plan.grace
+            for process in alive:
+                try:
+                    process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal(process, signal.SIGKILL)
+                    process.wait()
+        for child in [self.controller, *self.workers]:
+            if child.log_file:
+                child.log_file.close()
+
+    def add_worker(self) -> _Child:
+        """Start one more worker (it registers by itself)."""
+        index = len(self.workers)
+        child = _Child(f"worker-{index}", self._worker_argv(index, _free_port(self.plan.host)),
+                       self.plan.state_dir / "logs" / f"worker-{index}.log")
+        self.workers.append(child)
+        self._start(child)
+        return child
+
+    def restart(self, child: _Child) -> None:
+        """Start ``child`` again after it exited (same port, same flags)."""
+        if child.process and child.process.poll() is None:
+            raise ServeError(f"the {child.role} is still running")
+        if child.log_file:
+            child.log_file.close()
+        self._start(child)
+
+    def pids(self) -> dict[str, int]:
+        return {c.role: c.process.pid for c in [self.controller, *self.workers] if c.process}
+
+
+def run_local(plan: LocalPlan, *, say: Callable[[str], None],
+              ready: Callable[[LocalServing], None]) -> None:
+    """Run a local deployment in the foreground until SIGINT/SIGTERM."""
+    serving = LocalServing(plan, say=say)
+
+    def on_signal(signum: int, frame: object) -> None:
+        serving.stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            serving.start()
+        except KeyboardInterrupt:
+            return
+        ready(serving)
+        serving.watch()
+        say("stopping: workers drain, then the controller")
+    finally:
+        serving.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _signal(process: subprocess.Popen, sig: int) -> None:
+    try:
+        process.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the supervisor dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else "no output"

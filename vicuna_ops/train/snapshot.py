@@ -1,0 +1,133 @@
+"""In-memory checkpoint snapshots, written to disk later in the HF Trainer's own format.
+
+Training is blocked only while the state is copied to host memory (a memcpy of model and
+optimizer tensors, plus the small RNG/scheduler/trainer states); serialising, hashing and
+uploading happen on the uploader thread. The files are exactly the ones the Trainer's
+``resume_from_checkpoint`` reads - ``model.safetensors``, ``config.json``, ``optimizer.pt``,
+``scheduler.pt``, ``rng_state.pth``, ``trainer_state.json`` - so resume stays the Trainer's
+code, and the bitwise-equality test proves the two agree.
+
+Used for a single process (the model and optimizer state are whole in this process). With
+several processes (DDP/FSDP) the Trainer's own collective save writes the folder instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vicuna_ops import adaptors
+
+VOPS_STATE = "vops_state.json"
+
+
+@dataclass
+class Snapshot:
+    step: int
+    model_state: dict[str, Any]  # name -> CPU tensor (a private copy)
+    config_json: str
+    optimizer_state: dict[str, Any]
+    scheduler_state: dict[str, Any] | None
+    rng_state: dict[str, Any]
+    trainer_state_json: str
+    vops_state: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        torch = adaptors.torch()
+        total = sum(t.numel() * t.element_size() for t in self.model_state.values())
+        for value in _walk(self.optimizer_state):
+            if isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+        return total
+
+
+def _walk(value: Any):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _walk(item)
+    else:
+        yield value
+
+
+def _detached_copy(value: Any) -> Any:
+    """A deep copy in which every tensor is cloned to CPU memory."""
+    torch = adaptors.torch()
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {key: _detached_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_detached_copy(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_detached_copy(item) for item in value)
+    return copy.deepcopy(value)
+
+
+def rng_states() -> dict[str, Any]:
+    """The states the Trainer's ``_load_rng_state`` restores (python, numpy, torch CPU/CUDA)."""
+    import numpy as np
+
+    torch = adaptors.torch()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "cpu": torch.random.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.random.get_rng_state()
+    return states
+
+
+def capture(trainer: Any, vops_state: dict[str, Any]) -> Snapshot:
+    """Copy everything a resume needs out of a single-process Trainer, right now."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model_state = {name: tensor.detach().to("cpu", copy=True).contiguous()
+                   for name, tensor in model.state_dict().items()}
+    scheduler = trainer.lr_scheduler
+    return Snapshot(
+        step=trainer.state.global_step,
+        model_state=model_state,
+        config_json=model.config.to_json_string(use_diff=True),
+        optimizer_state=_detached_copy(trainer.optimizer.state_dict()),
+        scheduler_state=copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+        rng_state=rng_states(),
+        trainer_state_json=json.dumps(dataclasses.asdict(trainer.state), indent=2,
+                                      sort_keys=True) + "\n",
+        vops_state=dict(vops_state),
+    )
+
+
+def write(snapshot: Snapshot, folder: Path) -> None:
+    """The snapshot as an HF Trainer checkpoint folder (plus ``vops_state.json``)."""
+    from safetensors.torch import save_file
+
+    torch = adaptors.torch()
+    names = adaptors.require("transformers.trainer")  # the Trainer's own file-name constants
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(snapshot.model_state, str(folder / names.SAFE_WEIGHTS_NAME),
+              metadata={"format": "pt"})
+    (folder / names.CONFIG_NAME).write_text(snapshot.config_json)
+    torch.save(snapshot.optimizer_state, folder / names.OPTIMIZER_NAME)
+    if snapshot.scheduler_state is not None:
+        torch.save(snapshot.scheduler_state, folder / names.SCHEDULER_NAME)
+    torch.save(snapshot.rng_state, folder / "rng_state.pth")
+    (folder / names.TRAINER_STATE_NAME).write_text(snapshot.trainer_state_json)
+    write_vops_state(folder, snapshot.vops_state)
+
+
+def write_vops_state(folder: Path, state: dict[str, Any]) -> None:
+    (folder / VOPS_STATE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def read_vops_state(folder: Path) -> dict[str, Any]:
+    path = folder / VOPS_STATE
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,171 @@
+"""The HF Trainer, set up from a recipe, with two changes: our seeded data order, and
+checkpoints that go through the vops protocol instead of piling up in ``output_dir``.
+
+Settings from the recipe: global batch = per-device batch x processes x accumulation (it must
+divide), bf16 when the recipe asks and the GPU has it (fp32 on CPU), FSDP (``full_shard
+auto_wrap`` on the decoder layer, FULL_STATE_DICT so rank 0 holds a whole checkpoint) when
+several processes run, gradient checkpointing (as FSDP activation checkpointing under FSDP).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vicuna_ops import adaptors
+from vicuna_ops.errors import ConfigError
+from vicuna_ops.recipe import Recipe
+from vicuna_ops.train import snapshot
+from vicuna_ops.train.data import EpochShuffleSampler
+from vicuna_ops.train.progress import Reporter
+from vicuna_ops.train.uploader import CheckpointUploader, UploadJob
+
+_transformers = adaptors.transformers()
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    local_rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def from_env(env: dict[str, str] | None = None) -> World:
+        """What torchrun exports; one plain process is rank 0 of 1."""
+        env = dict(os.environ) if env is None else env
+        return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)),
+                     int(env.get("WORLD_SIZE", 1)))
+
+
+def accumulation_steps(recipe: Recipe, world_size: int) -> int:
+    train = recipe.train
+    per_step = train.per_device_batch_size * world_size
+    if train.global_batch_size % per_step:
+        raise ConfigError(
+            f"global_batch_size {train.global_batch_size} is not a multiple of "
+            f"per_device_batch_size {train.per_device_batch_size} x {world_size} processes",
+            hint="change train.per_device_batch_size or train.global_batch_size in the recipe")
+    return train.global_batch_size // per_step
+
+
+def use_bf16(recipe: Recipe, cuda: bool) -> bool:
+    if not (recipe.train.bf16 and cuda):
+        return False
+    return bool(adaptors.torch().cuda.is_bf16_supported())
+
+
+def fsdp_settings(recipe: Recipe, world_size: int) -> tuple[bool, dict[str, Any] | None]:
+    spec = recipe.train.fsdp.split()
+    if world_size <= 1 or not spec:
+        return False, None
+    return True, {
+        "version": 2,
+        "reshard_after_forward": "shard_grad_op" not in spec,
+        "cpu_offload": "offload" in spec,
+        "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "transformer_layer_cls_to_wrap": [recipe.model.decoder_layer],
+        "state_dict_type": "FULL_STATE_DICT",
+        "activation_checkpointing": recipe.train.gradient_checkpointing,
+        "cpu_ram_efficient_loading": recipe.model.tiny is None,
+    }
+
+
+def training_arguments(recipe: Recipe, *, output_dir: Path, max_steps: int | None,
+                       world: World, cuda: bool) -> Any:
+    train = recipe.train
+    fsdp, fsdp_config = fsdp_settings(recipe, world.size)
+    bf16 = use_bf16(recipe, cuda)
+    return _transformers.TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=accumulation_steps(recipe, world.size),
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        num_train_epochs=train.epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        warmup_steps=train.warmup_ratio,  # v5: a float in [0, 1) is a ratio of all steps
+        lr_scheduler_type=train.lr_scheduler,
+        bf16=bf16,
+        tf32=True if cuda else None,
+        fsdp=fsdp,
+        fsdp_config=fsdp_config,
+        gradient_checkpointing=train.gradient_checkpointing and not fsdp,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=train.checkpoint_every_steps,
+        save_total_limit=None,  # the uploader deletes local folders once they are in the bucket
+        report_to="none",
+        disable_tqdm=True,
+        seed=train.seed,
+        dataloader_num_workers=train.dataloader_workers,
+        dataloader_pin_memory=cuda,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=not cuda,
+        ddp_find_unused_parameters=False,
+    )
+
+
+class Checkpointer:
+    """Where the Trainer's saves go: a snapshot handed to the uploader (one process), or the
+    Trainer's own collective save into ``output_dir`` then the uploader (several processes)."""
+
+    def __init__(self, *, uploader: CheckpointUploader | None, local_root: Path, world: World,
+                 meta: Callable[[Any], dict[str, Any]], reporter: Reporter) -> None:
+        self._uploader, self._local_root, self._world = uploader, local_root, world
+        self._meta, self._reporter = meta, reporter
+        self.blocked_s: list[float] = []  # training-thread time per checkpoint
+
+    def save(self, trainer: Any, trainer_save: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        step = trainer.state.global_step
+        meta = self._meta(trainer.state)
+        if self._world.size == 1:
+            trainer.store_flos()
+            snap = snapshot.capture(trainer, meta)
+            job = UploadJob(step, self._local_root / f"step_{step:08d}", meta,
+                            prepare=lambda folder: snapshot.write(snap, folder))
+        else:
+            trainer_save()  # collective: FSDP gathers the full state dict to rank 0
+            trainer.accelerator.wait_for_everyone()
+            folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"
+            job = UploadJob(step, folder, meta)
+            if self._world.is_main:
+                snapshot.write_vops_state(folder, meta)
+        if self._uploader is not None:
+            self._uploader.submit(job)
+        blocked = time.perf_counter() - started
+        self.blocked_s.append(blocked)
+        self._reporter.event({"event": "checkpoint", "step": step,
+                              "blocked_s": round(blocked, 5)})
+
+
+class VopsTrainer(_transformers.Trainer):
+    """``Trainer`` with the seeded epoch order and checkpoints routed to a ``Checkpointer``."""
+
+    def __init__(self, *args: Any, sampler_seed: int, checkpointer: Checkpointer | None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sampler_seed = sampler_seed
+        self._checkpointer = checkpointer
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return EpochShuffleSampler(len(dataset), self._sampler_seed)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        if self._checkpointer is None:  # a plain HF save (used by the benchmark baseline)
+            super()._save_checkpoint(model, trial)
+            return
+        self._checkpointer.save(self, lambda: super(VopsTrainer, self)._save_checkpoint(
+            model, trial))
