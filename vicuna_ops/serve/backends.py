@@ -60,12 +60,22 @@ class StopScanner:
             if at >= 0 and at < end:
                 end, self.stopped = at, True
         if not self.stopped and not final:
-            hold = max((len(s) - 1 for s in self.stops), default=0)
-            end = max(self.sent, end - hold)
+            end = max(self.sent, end - _partial_stop(text, self.stops))
             while end > self.sent and text[end - 1] == "\ufffd":  # half a UTF-8 character
                 end -= 1
         piece, self.sent = text[self.sent:end], max(self.sent, end)
         return piece
+
+
+def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that could grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
 
 class StubBackend:

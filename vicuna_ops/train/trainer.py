@@ -163,6 +163,14 @@ class VopsTrainer(_transformers.Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return EpochShuffleSampler(len(dataset), self._sampler_seed)
 
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        # Resumed from the last step's checkpoint (killed before final/ was written): the
+        # Trainer would run one more step before its end-of-training check. Train nothing.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return [], None
+        return super().get_batch_samples(epoch_iterator, num_batches, device)
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         if self._checkpointer is None:  # a plain HF save (used by the benchmark baseline)
             super()._save_checkpoint(model, trial)
