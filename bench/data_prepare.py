@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -159,7 +158,8 @@ def throughput(work: Path, tokenizer: Path, conversations: int) -> None:
           f"in {time.perf_counter() - t0:.0f}s")
     single = run_prepare(dump, work / "out1", tokenizer, workers=1)
     double = run_prepare(dump, work / "out2", tokenizer, workers=2)
-    same = (work / "out1" / "train.jsonl").read_bytes() == (work / "out2" / "train.jsonl").read_bytes()
+    same = all((work / "out1" / name).read_bytes() == (work / "out2" / name).read_bytes()
+               for name in ("train.jsonl", "eval.jsonl"))
     for name, result in (("1 worker ", single), ("2 workers", double)):
         print(f"{name}: {result['rate']:8.0f} conversations/s  ({result['seconds']:.1f}s, "
               f"{result['kept']:,} kept, {result['segments']:,} segments, "

@@ -116,7 +116,9 @@ def test_a100_spot_on_any_cloud_goes_to_us_east_1d_first(sky_offline, capsys):
 
 def test_regions_zones_and_on_demand_shape_the_candidates(sky_offline, capsys):
     plan = dry_run(capsys, "--regions", "us-east-1,us-east-2", name="run-r")
-    assert {c["region"] for c in plan["candidates"]} <= {"us-east-1", "us-east-2"}
+    assert {c["region"] for c in plan["candidates"]} == {"us-east-1", "us-east-2"}
+    # the user's regions are not thinned out to 3 zones each
+    assert sum(c["region"] == "us-east-1" for c in plan["candidates"]) == 4
     plan = dry_run(capsys, "--zones", "us-east-2b", name="run-z")
     assert [c["zone"] for c in plan["candidates"]] == ["us-east-2b"]
     plan = dry_run(capsys, "--on-demand", name="run-o")
@@ -279,3 +281,20 @@ def test_cli_subprocess_dry_run_and_one_line_errors(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         "error: unknown GPU 'FOO' on aws, gcp (hint: aws, gcp offer A100, A100-80GB, A10G, "
         "H100, L4, T4, V100)"]
+
+
+def test_public_gpu_helpers_on_the_catalog(sky_offline):
+    from vicuna_ops.errors import UserError
+    from vicuna_ops.launch import check_gpus, parse_gpus, zone_candidates
+
+    assert check_gpus(parse_gpus("a100:8"), ["aws", "gcp"]) == ("A100", 8)
+    assert check_gpus(parse_gpus("L4"), ["gcp"]) == ("L4", 1)
+    with pytest.raises(UserError, match="unknown GPU 'FOO' on aws"):
+        check_gpus(parse_gpus("FOO:8"), ["aws"])
+    with pytest.raises(UserError, match="A100:3 is not offered") as bad_count:
+        check_gpus(parse_gpus("A100:3"), ["aws", "gcp"])
+    assert bad_count.value.hint == "A100 comes in counts 1, 2, 4, 8"
+    cands = zone_candidates(parse_gpus("l4:1"), ["aws", "gcp"], use_spot=True, cap=5)
+    assert len(cands) == 5 and all(c.spot_price and c.ondemand_price for c in cands)
+    assert [c.spot_price for c in cands] == sorted(c.spot_price for c in cands)
+    assert all(c.ondemand_price > c.spot_price for c in cands)

@@ -14,7 +14,7 @@ data_app = typer.Typer(help="Prepare conversation data for training.", no_args_i
 @data_app.command("prepare")
 def prepare_command(
     inputs: list[str] = typer.Argument(
-        ..., metavar="IN...",
+        ..., metavar="IN",
         help="ShareGPT .json (a list) or .jsonl files, gzipped or not: paths, file://, s3:// "
              "or gs:// URIs, or folders/prefixes holding them."),
     out: str = typer.Option(..., "--out", "-o",
@@ -54,9 +54,10 @@ def prepare_command(
 ) -> None:
     """Clean, filter and split ShareGPT conversations into train/eval JSONL.
 
-    Scraped HTML becomes markdown, conversations that are malformed, out of order, empty,
-    too short, duplicated, in other languages or blocklisted are left out (each counted),
-    and long ones are split at turn boundaries to fit --max-length tokens.
+    Scraped HTML becomes markdown. Malformed, out-of-order, empty, short,
+    duplicate, other-language and blocklisted conversations are left out and
+    counted. Long ones are split at turn boundaries to fit --max-length tokens.
+    Writes train.jsonl, eval.jsonl and report.json under --out.
     """
     from vicuna_ops.data import CleanOptions, PrepareOptions, prepare
 
@@ -138,10 +139,11 @@ def _render(report: Any) -> None:
     rows += [(f"  {reason}", data["left_out"][reason], REASON_HELP[reason])
              for reason in REASONS if data["left_out"][reason]]
     output.stdout.print(output.table("records", ["", "count", "why left out"], rows))
-    splits = [(name, s["conversations"], s["segments"], s["tokens"], s["max_tokens"],
-               data["files"][f"{name}.jsonl"]) for name, s in data["splits"].items()]
+    splits = [(f"{name}.jsonl", s["conversations"], s["segments"], s["tokens"],
+               s["max_tokens"]) for name, s in data["splits"].items()]
     output.stdout.print(output.table(
-        "output", ["split", "conversations", "segments", "tokens", "longest", "file"], splits))
+        f"output under {data['output']}",
+        ["file", "conversations", "segments", "tokens", "longest"], splits))
     if data["changes"]:
         output.stdout.print(output.table(
             "changes", ["change", "count", ""],
@@ -155,8 +157,9 @@ def _render(report: Any) -> None:
     for warning in data["warnings"]:
         output.info(f"[yellow]warning:[/] {output.escape(warning)}")
     rate = data["records_per_second"]
-    output.info(f"{data['records_in']:,} records in {data['seconds']:.1f}s"
-                + (f" ({rate:,.0f}/s)" if rate else "") + f"; report: {data['files']['report.json']}")
+    speed = f" ({rate:,.0f}/s)" if rate else ""
+    output.info(f"{data['records_in']:,} records in {data['seconds']:.1f}s{speed}; "
+                f"report: {data['files']['report.json']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 
 from vicuna_ops.cli import output
-from vicuna_ops.errors import UserError
+from vicuna_ops.errors import UserError, VopsError
 
 WORKER_TOKEN_ENV = "VOPS_WORKER_TOKEN"
 API_KEYS_ENV = "VOPS_API_KEYS"
@@ -82,12 +82,10 @@ def serve(
     if not clouds:
         raise UserError("say where to serve", hint="--local for this machine, or --clouds "
                         "aws,gcp for spot GPUs")
-    from vicuna_ops.cli.serve_cloud import launch
-
-    launch(model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
-           ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
-           model_name=model_name, max_concurrency=max_concurrency, backend=backend,
-           api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json)
+    _launch_cloud(model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
+                  ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
+                  model_name=model_name, max_concurrency=max_concurrency, backend=backend,
+                  api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json)
 
 
 def _check_range(flag: str, value: int, low: int, high: int) -> None:
@@ -114,10 +112,14 @@ def _serve_local(model: str | None, backend: str, port: int, workers: int,
                      api_key_env=api_key_env, state_dir=vops_home() / "serve" / f"local-{port}")
 
     def ready(serving) -> None:
-        if as_json:
-            output.print_json({"endpoint": serving.url, "workers": workers,
-                               "pids": serving.pids(),
-                               "logs": str(plan.state_dir / "logs")})
+        if as_json:  # one line: a script reads it while the command keeps running
+            import json
+            import sys
+
+            sys.stdout.write(json.dumps({"endpoint": serving.url, "workers": workers,
+                                         "pids": serving.pids(),
+                                         "logs": str(plan.state_dir / "logs")}) + "\n")
+            sys.stdout.flush()
         else:
             output.info(f"[green]serving[/] {serving.url}/v1 with {workers} worker(s); "
                         f"logs in {plan.state_dir / 'logs'}; Ctrl-C stops everything")
@@ -131,14 +133,76 @@ def _serve_local(model: str | None, backend: str, port: int, workers: int,
 
 @serve_app.command("status")
 def status(
-    name: str = typer.Argument(None, help="Deployment name (default: all serve runs)."),
-    endpoint: str = typer.Option(None, "--endpoint", help="Ask this controller URL directly."),
+    name: str = typer.Argument(None, help="Deployment name (default: all deployments)."),
+    endpoint: str = typer.Option(None, "--endpoint", help="Ask this controller URL directly "
+                                 "(e.g. a --local one)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Deployments, their managed jobs, and the workers their controller sees."""
-    from vicuna_ops.cli.serve_cloud import show_status
+    from vicuna_ops.serve import deploy
 
-    show_status(name, endpoint, as_json)
+    if endpoint:
+        view = deploy.controller_view(endpoint, os.environ.get(WORKER_TOKEN_ENV))
+        if as_json:
+            output.print_json(view)
+        else:
+            _render_controller(view)
+        return
+    if name is None:
+        rows = deploy.deployments()
+        if as_json:
+            output.print_json(rows)
+            return
+        output.stdout.print(output.table(
+            "serve deployments", ["name", "status", "model", "replicas", "gpus", "created"],
+            [(r["run_id"], r["status"], r["data"].get("model_name"), r["data"].get("replicas"),
+              r["data"].get("gpus"), output.when(r["created_at"])) for r in rows]))
+        return
+    row = deploy.deployment(name)
+    report: dict = {"name": name, "status": row["status"], "bucket": row["bucket"]}
+    try:
+        report["jobs"] = deploy.jobs_of(row)
+    except VopsError as exc:
+        report["jobs"], report["jobs_error"] = None, exc.one_line()
+    url = deploy.controller_url(row)
+    token = deploy.worker_token(name, os.environ, create=False)
+    report["controller"] = deploy.controller_view(url, token) if url else None
+    if as_json:
+        output.print_json(report)
+        return
+    output.stdout.print(f"[bold]{output.escape(name)}[/]: {row['status']}, model "
+                        f"{output.escape(str(row['data'].get('model')))}")
+    if report["jobs"] is None:
+        output.info(f"[yellow]managed jobs unknown:[/] {output.escape(report['jobs_error'])}")
+    else:
+        output.stdout.print(output.table(
+            "managed jobs", ["task", "job", "status", "recoveries", "where"],
+            [(j["task"], j["job_id"], j.get("status"), j.get("recovery_count"),
+              "/".join(x for x in (j.get("cloud"), j.get("region"), j.get("zone")) if x) or None)
+             for j in report["jobs"]]))
+    if report["controller"] is None:
+        output.info("no controller address published yet")
+    else:
+        _render_controller(report["controller"])
+
+
+def _render_controller(view: dict) -> None:
+    if "error" in view:
+        output.info(f"controller {output.escape(view['url'])}: {view['error']}")
+        return
+    health = view["health"]
+    output.stdout.print(f"controller {output.escape(view['url'])}: "
+                        f"{health['workers']['live']} live, {health['workers']['draining']} "
+                        f"draining; models {', '.join(health.get('models') or []) or '-'}")
+    if view["workers"] is None:
+        output.info(f"(set {WORKER_TOKEN_ENV} to list the workers)")
+        return
+    output.stdout.print(output.table(
+        "workers", ["worker", "url", "where", "state", "in flight", "last heartbeat"],
+        [(w["worker_id"], w["url"],
+          "/".join(str(x) for x in (w["identity"].get("cloud"), w["identity"].get("zone")) if x),
+          "suspect" if w["suspect"] else w["state"], w["in_flight"],
+          f"{w['seconds_since_heartbeat']:.1f}s ago") for w in view["workers"]]))
 
 
 @serve_app.command("down")
@@ -147,10 +211,74 @@ def down(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Cancel a deployment's managed jobs (workers and controller)."""
-    from vicuna_ops.cli.serve_cloud import take_down
+    """Cancel a deployment's managed jobs (controller and workers)."""
+    import sys
 
-    take_down(name, yes, as_json)
+    from vicuna_ops.serve import deploy
+
+    row = deploy.deployment(name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"taking {name} down needs confirmation", hint="pass --yes")
+        typer.confirm(f"Cancel the {len(row['job_ids'])} managed job(s) of {name}?",
+                      abort=True)
+    cancelled = deploy.take_down(name)
+    if as_json:
+        output.print_json({"name": name, "cancelled": cancelled})
+    else:
+        output.info(f"{name}: cancelled {len(cancelled)} managed job(s)")
+
+
+def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, name, bucket,
+                  port, model_name, max_concurrency, backend, api_key_env, dry_run, yes,
+                  as_json) -> None:
+    import sys
+
+    from vicuna_ops.serve import deploy
+
+    request = deploy.make_request(
+        model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
+        ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
+        model_name=model_name, max_concurrency=max_concurrency, backend=backend,
+        api_key_env=api_key_env, environ=os.environ)
+    if not as_json:
+        output.info("validating the tasks with SkyPilot...")
+    prepared = deploy.prepare(request)
+    summary = prepared.summary()
+    if not as_json:
+        _render_plan(summary)
+    if dry_run:
+        if as_json:
+            output.print_json({**summary, "launched": False})
+        else:
+            output.info(f"dry run: task YAMLs in {prepared.run_dir}; nothing launched")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError("launching needs confirmation", hint="pass --yes (or --dry-run)")
+        typer.confirm(f"Launch {request.replicas} worker(s) and a controller?", abort=True)
+    jobs = deploy.launch(prepared, os.environ, api_key_env)
+    if as_json:
+        output.print_json({**summary, "launched": True, "jobs": jobs})
+    else:
+        output.info(f"launched {len(jobs)} managed job(s); `vops serve status "
+                    f"{request.name}` shows the controller's address once it is up")
+
+
+def _render_plan(summary: dict) -> None:
+    rows = []
+    for index, placement in enumerate(summary["placements"]):
+        task = "controller" if index == 0 else f"worker-{index - 1}"
+        price = placement["hourly_price"]
+        rows.append((task, placement["infra"], placement["instance_type"],
+                     "spot" if placement["use_spot"] else "on-demand",
+                     f"${price:.3f}/h" if price is not None else None))
+    output.stdout.print(output.table(
+        f"vops serve {summary['name']}: {summary['model_name']} on {summary['gpus']}",
+        ["task", "first zone", "instance", "pricing", "price"], rows))
+    if summary["hourly_estimate"] is not None:
+        output.info(f"about ${summary['hourly_estimate']:.2f}/h while every task runs in its "
+                    "first zone")
 
 
 # --- the node processes (hidden) -------------------------------------------------------------
@@ -182,6 +310,7 @@ def controller(
     bucket: str = typer.Option(None, "--bucket"),
     name: str = typer.Option(None, "--name"),
     wait_for_worker: float = typer.Option(5.0, "--wait-for-worker"),
+    signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Run the controller (what the SkyPilot task and --local start)."""
@@ -209,8 +338,9 @@ def controller(
         heartbeat_interval=heartbeat_interval, max_body_bytes=max_body_bytes,
         proxy=ProxySettings(wait_for_worker=wait_for_worker,
                             down_for=max(3 * heartbeat_interval, 1.0)),
-        advertise_url=advertise_url or f"http://{host}:{port}", bucket=bucket, name=name)
-    run_controller(settings)
+        advertise_url=advertise_url or f"http://{host}:{port}", bucket=bucket, name=name,
+        signal_exit_code=signal_exit_code)
+    raise typer.Exit(run_controller(settings))
 
 
 @serve_app.command("worker", hidden=True)
@@ -232,6 +362,7 @@ def worker(
     worker_id: str = typer.Option(None, "--worker-id"),
     stub_tokens: int = typer.Option(32, "--stub-tokens"),
     stub_rate: float = typer.Option(100.0, "--stub-rate"),
+    signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Run a model worker (what the SkyPilot task and --local start)."""
@@ -253,8 +384,8 @@ def worker(
         max_concurrency=max_concurrency, max_queue=max_queue,
         heartbeat_interval=heartbeat_interval, drain_grace=drain_grace,
         cache_dir=cache_dir or vops_home() / "cache" / "models", stub_tokens=stub_tokens,
-        stub_rate=stub_rate, **extra)
-    run_worker(settings)
+        stub_rate=stub_rate, signal_exit_code=signal_exit_code, **extra)
+    raise typer.Exit(run_worker(settings))
 
 
 def register(app: typer.Typer) -> None:

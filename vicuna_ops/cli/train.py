@@ -65,8 +65,7 @@ def train(
 ) -> None:
     """Fine-tune a recipe as a SkyPilot managed spot job that resumes after preemptions.
 
-    The task is written to $VOPS_HOME/runs/RUN/task.yaml and checked by SkyPilot's parser and
-    optimizer; a plan with zone prices and the cost estimate is shown before launching.
+    Writes $VOPS_HOME/runs/RUN/task.yaml, checks it with SkyPilot, shows zone prices and cost.
     """
     if local:
         _train_local(recipe=recipe, data=data, bucket=bucket, name=name, max_steps=max_steps,
@@ -121,12 +120,13 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
     rows = []
     for i, cand in enumerate(prepared.candidates, 1):
         first = (cand.cloud, cand.region, cand.zone) == (place.cloud, place.region, place.zone)
-        rows.append((f"{i}{' *' if first else ''}", cand.cloud, cand.region, cand.zone,
-                     cand.instance_type, _usd(cand.spot_price), _usd(cand.ondemand_price)))
-    output.stdout.print(output.table(
-        f"{req.run_id}: {req.num_nodes} x {req.gpus} {mode}, zones in the order SkyPilot "
-        "tries them (* = first)",
-        ["#", "cloud", "region", "zone", "instance", "spot $/h", "on-demand $/h"], rows))
+        rows.append((f"{i}{'*' if first else ''}", cand.cloud, cand.zone, cand.instance_type,
+                     _usd(cand.spot_price), _usd(cand.ondemand_price)))
+    table = output.table(f"{req.run_id}: {req.num_nodes} x {req.gpus} {mode}",
+                         ["#", "cloud", "zone", "instance", "spot $/h", "on-demand $/h"], rows)
+    table.caption = "zones in the order SkyPilot tries them; * = the optimizer's first pick"
+    table.caption_justify = "left"
+    output.stdout.print(table)
     lines = [f"recipe {req.recipe.name}: ~{est.hours:g} h ({est.gpu_hours:g} GPU-hours) on "
              f"{req.num_nodes} x {req.gpus}"]
     if est.cost is not None:
@@ -148,7 +148,7 @@ def _confirm(run_id: str) -> None:
     if not sys.stdin.isatty():
         raise UserError("not launching without confirmation",
                         hint="pass --yes to launch from a script, or --dry-run to only plan")
-    if not typer.confirm(f"Launch {run_id}?", default=True):
+    if not typer.confirm(f"Launch {run_id}?", default=True, err=True):
         raise typer.Exit(1)
 
 

@@ -1,6 +1,6 @@
 """``prepare``: inputs -> worker processes -> train.jsonl, eval.jsonl, report.json.
 
-    main process                      workers (fork)                 main process
+    main process                      workers (forkserver)           main process
     read records (streaming) --chunks--> parse, clean, filter, split --> in input order:
                                                                          duplicates, ids,
                                                                          train/eval draw, write
@@ -32,19 +32,23 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from vicuna_ops import errors
 from vicuna_ops.data.filters import Duplicates
 from vicuna_ops.data.inputs import InputFile, resolve_inputs
 from vicuna_ops.data.process import CleanOptions, Outcome, Processor
 from vicuna_ops.data.reader import RawRecord, ReadStats, read_records
 from vicuna_ops.data.report import Report
 from vicuna_ops.data.schema import to_record
-from vicuna_ops.errors import UserError
+from vicuna_ops.errors import UserError, VopsError
 
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.json")
 CHUNK_RECORDS = 256
 CHUNK_BYTES = 2 << 20
+
+if TYPE_CHECKING:
+    from vicuna_ops.storage import Store
 
 # (bytes read so far, bytes in all inputs or None, records done)
 ProgressFn = Callable[[int, "int | None", int], None]
@@ -79,14 +83,12 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
             ) -> Report:
     """Clean, filter and split ``inputs`` into ``out``; returns the report it wrote."""
     from vicuna_ops.storage import open_store
-    from vicuna_ops.tokenizer import load_tokenizer
 
     options = options or PrepareOptions()
+    check_tokenizer_spec(tokenizer_spec)
     files = resolve_inputs(inputs)
     out_store = open_store(out)
     _check_output(out_store, files, options.overwrite)
-    tokenizer = load_tokenizer(tokenizer_spec)
-    processor = Processor(options.clean, tokenizer)
     settings = {"tokenizer": tokenizer_spec, **_settings(options)}
     report = Report(output=out_store.uri, settings=settings)
     total = sum(f.size for f in files) if all(f.size is not None for f in files) else None
@@ -96,7 +98,9 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
         with _Writer(paths) as writer:
             records = _read_all(files, report.inputs)
             done = 0
-            for batch in _outcomes(processor, _chunks(records), options.worker_count):
+            batches = _outcomes(options.clean, tokenizer_spec, _chunks(records),
+                                options.worker_count)
+            for batch in batches:
                 for outcome in batch:
                     _account(outcome, report, writer, options)
                 done += len(batch)
@@ -112,6 +116,28 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
     return report
 
 
+def check_tokenizer_spec(spec: str) -> None:
+    """Catch a mistyped --tokenizer before any work, without loading it (that happens in the
+    workers): a builtin name, or a folder with tokenizer files, or a hub id."""
+    from vicuna_ops.tokenizer import BUILTIN_TINY
+
+    if spec.startswith("builtin:"):
+        if spec != BUILTIN_TINY:
+            raise UserError(f"unknown builtin tokenizer {spec!r}", hint=f"use {BUILTIN_TINY}")
+        return
+    path = Path(spec).expanduser()
+    looks_local = spec.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not path.is_dir():
+        raise UserError(f"tokenizer folder {spec} does not exist",
+                        hint="pass a local folder with tokenizer files, or builtin:tiny")
+    if path.is_dir() and not any((path / name).exists() for name in _TOKENIZER_FILES):
+        raise UserError(f"{spec} holds no tokenizer files ({', '.join(_TOKENIZER_FILES)})",
+                        hint="pass the folder save_pretrained wrote, or builtin:tiny")
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def _settings(options: PrepareOptions) -> dict[str, object]:
     clean = asdict(options.clean)
     clean["keep_langs"] = sorted(options.clean.keep_langs)
@@ -121,21 +147,22 @@ def _settings(options: PrepareOptions) -> dict[str, object]:
             "workers": options.worker_count}
 
 
-def _check_output(store: object, files: list[InputFile], overwrite: bool) -> None:
-    """Refuse to clobber an earlier output or an input; fail now if ``out`` is not writable."""
-    targets = {store.url_for(name) for name in OUTPUT_FILES}  # type: ignore[attr-defined]
+def _check_output(store: Store, files: list[InputFile], overwrite: bool) -> None:
+    """Refuse to clobber an earlier output or an input; fail now if ``out`` is not writable
+    (rather than after hours of work)."""
+    targets = {store.url_for(name) for name in OUTPUT_FILES}
     clash = [f.uri for f in files if f.uri in targets]
     if clash:
         raise UserError(f"input {clash[0]} is also an output file",
                         hint="choose another --out")
     if not overwrite:
-        existing = [name for name in OUTPUT_FILES if store.exists(name)]  # type: ignore[attr-defined]
+        existing = [name for name in OUTPUT_FILES if store.exists(name)]
         if existing:
-            raise UserError(f"{store.url_for(existing[0])} already exists",  # type: ignore[attr-defined]
+            raise UserError(f"{store.url_for(existing[0])} already exists",
                             hint="pass --overwrite, or choose another --out")
     probe = f".vops-write-probe-{os.getpid()}"
-    store.put_bytes(probe, b"")  # type: ignore[attr-defined]
-    store.delete(probe)  # type: ignore[attr-defined]
+    store.put_bytes(probe, b"")
+    store.delete(probe)
 
 
 # -- reading and batching ------------------------------------------------------------------
@@ -164,41 +191,80 @@ def _chunks(records: Iterable[RawRecord]) -> Iterator[list[RawRecord]]:
 
 
 # -- workers -------------------------------------------------------------------------------
+#
+# Workers come from a forkserver: a clean process that never imported torch (transformers
+# pulls it in with any tokenizer) or started a thread, so forking from it is safe whatever the
+# calling process did. Each worker loads the tokenizer once. The main process never loads it
+# when there are workers, so its memory stays small: the sum over the process tree is what a
+# machine must hold, and a tokenizer with transformers costs about 250 MB per process.
 
-_WORKER: Processor | None = None  # set in the parent before fork; inherited, never pickled
+_WORKER: Processor | None = None
+_WORKER_ERROR: tuple[str, str, str | None] | None = None
+
+
+class WorkerError(Exception):
+    """A worker could not start (bad tokenizer, ...): (error class name, message, hint)."""
+
+
+def _init_worker(clean: CleanOptions, tokenizer_spec: str) -> None:
+    """Never raises: a failing initializer would make the pool respawn workers forever."""
+    global _WORKER, _WORKER_ERROR
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker
+    try:
+        from vicuna_ops.tokenizer import load_tokenizer
+
+        _WORKER = Processor(clean, load_tokenizer(tokenizer_spec))
+    except VopsError as exc:
+        _WORKER_ERROR = (type(exc).__name__, exc.message, exc.hint)
+    except Exception as exc:  # noqa: BLE001 - reported in the parent, with its type
+        _WORKER_ERROR = ("VopsError", f"worker could not start: {type(exc).__name__}: {exc}",
+                         None)
 
 
 def _process_chunk(chunk: list[RawRecord]) -> list[Outcome]:
-    assert _WORKER is not None
+    if _WORKER is None:
+        raise WorkerError(*(_WORKER_ERROR or ("VopsError", "worker not initialised", None)))
     return [_WORKER.process(record) for record in chunk]
 
 
-def _outcomes(processor: Processor, chunks: Iterator[list[RawRecord]], workers: int
-              ) -> Iterator[list[Outcome]]:
-    """Outcomes chunk by chunk, in input order. One worker runs in this process."""
-    global _WORKER
-    # Workers each use one core; the Rust tokenizer's own thread pool would oversubscribe.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+def _outcomes(clean: CleanOptions, tokenizer_spec: str, chunks: Iterator[list[RawRecord]],
+              workers: int) -> Iterator[list[Outcome]]:
+    """Outcomes chunk by chunk, in input order, with at most 2 x workers chunks in flight."""
+    if workers <= 1:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from vicuna_ops.tokenizer import load_tokenizer
+
+        processor = Processor(clean, load_tokenizer(tokenizer_spec))
         for chunk in chunks:
             yield [processor.process(record) for record in chunk]
         return
-    _WORKER = processor
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("forkserver")
+    # Preload our own light module, not __main__ (which may be a script with side effects).
+    context.set_forkserver_preload(["vicuna_ops.data.pipeline"])
+    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(clean, tokenizer_spec))
+    pending: deque = deque()
     try:
-        # fork: workers inherit the loaded tokenizer instead of each loading it again. Safe
-        # here: the pool is made before any thread of ours starts, and the parent has not
-        # run the tokenizer yet (so its thread pool does not exist).
-        context = multiprocessing.get_context("fork")
-        with context.Pool(workers) as pool:
-            pending: deque = deque()
-            for chunk in chunks:
-                pending.append(pool.apply_async(_process_chunk, (chunk,)))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
+        for chunk in chunks:
+            pending.append(executor.submit(_process_chunk, chunk))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except WorkerError as exc:
+        name, message, hint = exc.args
+        raise getattr(errors, name, VopsError)(message, hint=hint) from None
+    except BrokenProcessPool as exc:
+        raise VopsError("a data-prep worker process died (out of memory?)",
+                        hint="retry with fewer --workers, or check the machine's memory") \
+            from exc
     finally:
-        _WORKER = None
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 # -- accounting and writing ----------------------------------------------------------------

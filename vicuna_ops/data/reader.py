@@ -113,7 +113,8 @@ def read_records(stream: BinaryIO, source: str, stats: ReadStats | None = None
     binary: io.BufferedIOBase = io.BufferedReader(_CountingReader(stream, stats), 1 << 20)
     suffix = ""
     if binary.peek(2)[:2] == _GZIP_MAGIC:
-        binary = io.BufferedReader(gzip.GzipFile(fileobj=binary, mode="rb"), 1 << 20)  # type: ignore[arg-type]
+        unzipped = gzip.GzipFile(fileobj=binary, mode="rb")
+        binary = io.BufferedReader(unzipped, 1 << 20)  # type: ignore[arg-type]
         suffix = "+gzip"
     first = _first_significant_byte(binary)
     if first is None:

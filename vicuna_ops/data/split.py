@@ -106,11 +106,13 @@ def _truncate(counter: TokenCounter, system: str, question: str, answer: str,
               max_length: int) -> Segment | None:
     """One exchange cut to fit ``max_length``; None when not even a little of both fits."""
     room = max_length - counter.bos - 1  # the reply's </s> is always kept
+    overhead = counter.length(_first_prompt(system, ""))  # system prompt and role names
     reply_cost = counter.length(" " + answer)
-    # The question may use what the answer does not need, but at most half when both are long.
-    question_room = max(room - reply_cost, room // 2)
-    if counter.length(_first_prompt(system, question)) > question_room:
-        question = _longest_prefix(question, question_room,
+    # The question may use what the answer does not need, but at most half of what is left
+    # after the template when both are long.
+    prompt_room = overhead + max(room - overhead - reply_cost, (room - overhead) // 2)
+    if counter.length(_first_prompt(system, question)) > prompt_room:
+        question = _longest_prefix(question, prompt_room,
                                    lambda text: counter.length(_first_prompt(system, text)))
     prompt_cost = counter.length(_first_prompt(system, question))
     answer_room = room - prompt_cost

@@ -31,7 +31,7 @@ Nothing here imports SkyPilot at import time: each function imports it when call
 
 from __future__ import annotations
 
-from vicuna_ops.launch.accelerators import Gpus, check_gpus, parse_gpus
+from vicuna_ops.launch.accelerators import Gpus, canonical_gpus, check_gpus, parse_gpus
 from vicuna_ops.launch.candidates import (
     DEFAULT_CAP,
     SUPPORTED_CLOUDS,
@@ -58,6 +58,7 @@ __all__ = [
     "NodeInstall",
     "Placement",
     "ValidatedTask",
+    "canonical_gpus",
     "check_gpus",
     "load_template",
     "node_install",

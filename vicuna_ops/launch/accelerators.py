@@ -11,7 +11,7 @@ import difflib
 import re
 from typing import NamedTuple, Sequence
 
-from vicuna_ops.errors import CloudError, UserError
+from vicuna_ops.errors import UserError
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9_.-]*)(?::(?P<count>[^:]*))?$")
 
@@ -51,6 +51,23 @@ def parse_gpus(spec: str) -> Gpus:
     return Gpus(name, count)
 
 
+def canonical_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:
+    """``a100:8`` -> ``A100:8``: SkyPilot's spelling, from its small common catalog. Names it
+    does not know come back unchanged (``check_gpus`` says what is wrong with them)."""
+    from vicuna_ops.launch.sky_calls import catalog_calls, first_line
+
+    with catalog_calls(clouds):
+        from sky.utils import accelerator_registry, registry
+
+        try:
+            name = accelerator_registry.canonicalize_accelerator_name(
+                gpus.name, registry.CLOUD_REGISTRY.from_str(clouds[0]))
+        except ValueError as exc:  # ambiguous, e.g. a prefix of several names
+            raise UserError(f"GPU name {gpus.name!r} is ambiguous",
+                            hint=first_line(exc)) from exc
+    return Gpus(name, gpus.count)
+
+
 def check_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:
     """The request with SkyPilot's canonical name, or a UserError naming what is offered.
 
@@ -58,23 +75,14 @@ def check_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:
     (cheap); listing every accelerator (slow on AWS's catalog) happens only to explain a
     rejection. Zone-level availability and spot pricing are the candidates' job.
     """
-    from vicuna_ops import adaptors
-
-    adaptors.sky()
-    from sky import catalog
-    from sky.utils import accelerator_registry, registry
+    from vicuna_ops.launch.sky_calls import catalog_calls
 
     where = ", ".join(clouds)
-    try:
-        name = accelerator_registry.canonicalize_accelerator_name(
-            gpus.name, registry.CLOUD_REGISTRY.from_str(clouds[0]))
-    except ValueError as exc:  # ambiguous, e.g. a prefix of several names
-        raise UserError(f"GPU name {gpus.name!r} is ambiguous",
-                        hint=_strip(str(exc))) from exc
-    try:
+    name = canonical_gpus(gpus, clouds).name
+    with catalog_calls(clouds):
+        from sky import catalog
+
         found = catalog.get_instance_type_for_accelerator(name, gpus.count, clouds=list(clouds))
-    except Exception as exc:  # a catalog that cannot be read or fetched
-        raise _catalog_error(clouds, exc) from exc
     if any(instance_types is not None for instance_types, _ in found):
         return Gpus(name, gpus.count)
     offered = offered_counts(clouds)
@@ -91,25 +99,11 @@ def check_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:
 
 def offered_counts(clouds: Sequence[str]) -> dict[str, list[int]]:
     """``{"A100": [1, 2, 4, 8], ...}`` for the GPUs ``clouds`` offer, from SkyPilot's catalog."""
-    from vicuna_ops import adaptors
+    from vicuna_ops.launch.sky_calls import catalog_calls
 
-    adaptors.sky()
-    from sky import catalog
+    with catalog_calls(clouds):
+        from sky import catalog
 
-    try:
         raw = catalog.list_accelerator_counts(gpus_only=True, clouds=list(clouds))
-    except Exception as exc:
-        raise _catalog_error(clouds, exc) from exc
     return {name: sorted({int(c) for c in counts if float(c).is_integer() and c >= 1})
             for name, counts in raw.items()}
-
-
-def _catalog_error(clouds: Sequence[str], exc: BaseException) -> CloudError:
-    return CloudError(f"cannot read SkyPilot's catalog for {', '.join(clouds)}: "
-                      f"{_strip(str(exc)) or type(exc).__name__}",
-                      hint="check the network, or see `sky gpus list`")
-
-
-def _strip(text: str) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
-    return text.splitlines()[0] if text else ""

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from vicuna_ops.errors import CloudError, UserError
+from vicuna_ops.errors import UserError
 from vicuna_ops.launch.accelerators import Gpus
 
 # Clouds whose zone-level catalogs vops plans over (spot capacity with zones and prices).
@@ -75,9 +75,13 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
                     per_region: int = DEFAULT_PER_REGION) -> list[Candidate]:
     """Zones of ``clouds`` that offer ``gpus`` (spot or on demand), cheapest first.
 
-    For each zone the cheapest instance type carrying ``gpus`` is kept. Raises UserError
-    when the filters leave nothing, naming the regions that would work.
+    For each zone the cheapest instance type carrying ``gpus`` is kept; at most ``cap``
+    zones, and (unless ``regions``/``zones`` narrow the choice) at most ``per_region`` per
+    region. Raises UserError when the filters leave nothing, naming regions that would work.
     """
+    from vicuna_ops.launch.accelerators import canonical_gpus
+
+    gpus = canonical_gpus(gpus, clouds)
     everywhere = _all_candidates(gpus, clouds, use_spot)
     kept = [c for c in everywhere
             if (not regions or c.region in regions) and (not zones or c.zone in zones)]
@@ -85,13 +89,18 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
         mode = "spot" if use_spot else "on-demand"
         where = ", ".join(clouds)
         if not everywhere:
+            from vicuna_ops.launch.accelerators import check_gpus
+
+            check_gpus(gpus, clouds)  # an unknown name or count gets its own message
             raise UserError(f"no zone on {where} offers {gpus} {mode}",
                             hint="try other --clouds" + (" or --on-demand" if use_spot else ""))
         cheapest = list(dict.fromkeys(c.region for c in everywhere))[:6]
         asked = ", ".join([*(regions or ()), *(zones or ())])
         raise UserError(f"no zone in {asked} offers {gpus} {mode} on {where}",
                         hint=f"regions that do, cheapest first: {', '.join(cheapest)}")
-    return _cap(kept, cap, per_region)
+    # Spread over regions only when vops picks them; a user's own list is taken as given.
+    spread = per_region if not (regions or zones) else cap
+    return _with_both_prices(_cap(kept, cap, spread), gpus, use_spot, clouds)
 
 
 def _cap(ordered: list[Candidate], cap: int, per_region: int) -> list[Candidate]:
@@ -109,42 +118,63 @@ def _cap(ordered: list[Candidate], cap: int, per_region: int) -> list[Candidate]
 
 
 def _all_candidates(gpus: Gpus, clouds: Sequence[str], use_spot: bool) -> list[Candidate]:
-    from vicuna_ops import adaptors
+    """Every zone with a price in the requested mode, cheapest first. Only that price is
+    looked up here (a catalog lookup per zone adds up); ``_with_both_prices`` fills in the
+    other one for the few candidates that are kept.
 
-    adaptors.sky()
+    One thread per cloud: SkyPilot's first look at AWS's catalog waits on an account probe
+    (``aws configure list``, a subprocess), and GCP's zones are priced meanwhile.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vicuna_ops.launch.sky_calls import catalog_calls
+
+    with catalog_calls(clouds), ThreadPoolExecutor(max_workers=len(clouds)) as pool:
+        per_cloud = list(pool.map(lambda name: _cloud_candidates(gpus, name, use_spot),
+                                  clouds))
+    everywhere = [cand for found in per_cloud for cand in found]
+    return sorted(everywhere, key=lambda c: (c.price(use_spot), c.cloud, c.region, c.zone))
+
+
+def _cloud_candidates(gpus: Gpus, cloud_name: str, use_spot: bool) -> list[Candidate]:
+    """One cloud's zones for ``gpus``, each with its cheapest instance type carrying them."""
     from sky import catalog
     from sky.utils import registry
 
-    best: dict[tuple[str, str, str], Candidate] = {}
-    for cloud_name in clouds:
-        cloud = registry.CLOUD_REGISTRY.from_str(cloud_name)
-        try:
-            instance_types, _ = catalog.get_instance_type_for_accelerator(
-                gpus.name, gpus.count, use_spot=use_spot, clouds=cloud_name)
-            for instance_type in instance_types or []:
-                for region in cloud.regions_with_offering(instance_type, gpus.sky, use_spot,
-                                                          region=None, zone=None):
-                    for zone in region.zones or []:
-                        cand = Candidate(
-                            cloud=cloud_name, region=region.name, zone=zone.name,
-                            instance_type=instance_type,
-                            spot_price=_hourly(cloud, instance_type, gpus, True, region.name,
-                                               zone.name),
-                            ondemand_price=_hourly(cloud, instance_type, gpus, False,
-                                                   region.name, zone.name))
-                        if cand.price(use_spot) is None:
-                            continue
-                        key = (cloud_name, region.name, zone.name)
-                        if key not in best or cand.price(use_spot) < best[key].price(use_spot):
-                            best[key] = cand
-        except (UserError, CloudError):
-            raise
-        except Exception as exc:  # catalog fetch/parse failures from SkyPilot
-            raise CloudError(f"cannot read SkyPilot's {cloud_name} catalog: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                             hint="check the network, or see `sky gpus list`") from exc
-    return sorted(best.values(),
-                  key=lambda c: (c.price(use_spot), c.cloud, c.region, c.zone))
+    cloud = registry.CLOUD_REGISTRY.from_str(cloud_name)
+    best: dict[tuple[str, str], Candidate] = {}
+    instance_types, _ = catalog.get_instance_type_for_accelerator(
+        gpus.name, gpus.count, use_spot=use_spot, clouds=cloud_name)
+    for instance_type in instance_types or []:
+        for region in cloud.regions_with_offering(instance_type, gpus.sky, use_spot,
+                                                  region=None, zone=None):
+            for zone in region.zones or []:
+                price = _hourly(cloud, instance_type, gpus, use_spot, region.name, zone.name)
+                key = (region.name, zone.name)
+                if price is None or (key in best and best[key].price(use_spot) <= price):
+                    continue
+                best[key] = Candidate(cloud=cloud_name, region=region.name, zone=zone.name,
+                                      instance_type=instance_type,
+                                      spot_price=price if use_spot else None,
+                                      ondemand_price=None if use_spot else price)
+    return list(best.values())
+
+
+def _with_both_prices(candidates: list[Candidate], gpus: Gpus, use_spot: bool,
+                      clouds: Sequence[str]) -> list[Candidate]:
+    from dataclasses import replace
+
+    from vicuna_ops.launch.sky_calls import catalog_calls
+
+    out = []
+    with catalog_calls(clouds):
+        from sky.utils import registry
+
+        for cand in candidates:
+            other = _hourly(registry.CLOUD_REGISTRY.from_str(cand.cloud), cand.instance_type,
+                            gpus, not use_spot, cand.region, cand.zone)
+            out.append(replace(cand, **{"ondemand_price" if use_spot else "spot_price": other}))
+    return out
 
 
 def _hourly(cloud: Any, instance_type: str, gpus: Gpus, use_spot: bool, region: str,

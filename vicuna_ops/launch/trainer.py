@@ -20,7 +20,7 @@ from vicuna_ops.config import run_dir as make_run_dir
 from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
 from vicuna_ops.launch import sky_sdk
-from vicuna_ops.launch.accelerators import check_gpus
+from vicuna_ops.launch.accelerators import canonical_gpus
 from vicuna_ops.launch.candidates import Candidate, zone_candidates
 from vicuna_ops.launch.plan import Estimate, estimate
 from vicuna_ops.launch.request import TrainRequest
@@ -77,7 +77,9 @@ class PreparedRun:
 def prepare(request: TrainRequest) -> PreparedRun:
     """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
     _check_name_free(request.run_id)
-    gpus = check_gpus(request.gpus, request.clouds)
+    # Canonical name first (cheap); a name or count no cloud offers is explained by
+    # zone_candidates when it finds nothing, so the happy path asks the catalog once.
+    gpus = canonical_gpus(request.gpus, request.clouds)
     request = _with_gpus(request, gpus)
     candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
                                  zones=request.zones, use_spot=request.use_spot)

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from vicuna_ops import adaptors
 from vicuna_ops.errors import CloudError
+from vicuna_ops.launch.sky_calls import first_line, silent
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ def parse_task(task_dict: dict[str, Any]) -> Any:
     """``sky.Task.from_yaml_config`` on a copy (it pops keys): schema and field checks."""
     sky = adaptors.sky()
     try:
-        return sky.Task.from_yaml_config(copy.deepcopy(task_dict))
+        with silent():
+            return sky.Task.from_yaml_config(copy.deepcopy(task_dict))
     except Exception as exc:
-        raise CloudError(f"SkyPilot rejects the task: {_first_line(exc)}",
+        raise CloudError(f"SkyPilot rejects the task: {first_line(exc)}",
                          hint="rerun with --debug for the full SkyPilot error") from exc
 
 
@@ -55,9 +57,10 @@ def parse_task_file(path: str | Path) -> Any:
     """``sky.Task.from_yaml`` on a written task YAML: what ``sky jobs launch`` would read."""
     sky = adaptors.sky()
     try:
-        return sky.Task.from_yaml(str(path))
+        with silent():
+            return sky.Task.from_yaml(str(path))
     except Exception as exc:
-        raise CloudError(f"SkyPilot rejects {path}: {_first_line(exc)}",
+        raise CloudError(f"SkyPilot rejects {path}: {first_line(exc)}",
                          hint="rerun with --debug for the full SkyPilot error") from exc
 
 
@@ -75,19 +78,19 @@ def optimize(task: Any) -> ValidatedTask:
     """Run ``sky.optimizer.Optimizer.optimize`` on a one-task DAG, quietly."""
     adaptors.sky()
     from sky import dag as dag_lib
-    from sky import exceptions, optimizer, sky_logging
+    from sky import exceptions, optimizer
 
     clouds = _clouds_named(task)
     with dag_lib.Dag() as dag:
         dag.add(task)
     try:
-        with sky_logging.silent(), _clouds_as_enabled(clouds):
+        with silent(), _clouds_as_enabled(clouds):
             optimizer.Optimizer.optimize(dag, quiet=True)
     except exceptions.ResourcesUnavailableError as exc:
-        raise CloudError(f"SkyPilot finds nowhere to run the task: {_first_line(exc)}",
+        raise CloudError(f"SkyPilot finds nowhere to run the task: {first_line(exc)}",
                          hint="relax --gpus, --regions or --zones, or add --clouds") from exc
     except Exception as exc:
-        raise CloudError(f"SkyPilot's optimizer failed: {_first_line(exc)}",
+        raise CloudError(f"SkyPilot's optimizer failed: {first_line(exc)}",
                          hint="rerun with --debug for the full SkyPilot error") from exc
     best = task.best_resources
     price = None
@@ -122,12 +125,3 @@ def _clouds_as_enabled(names: list[str]) -> Iterator[None]:
         yield
     finally:
         sky_check.get_cached_enabled_clouds_or_refresh, sky_check.check_capability = saved
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    # SkyPilot colours some messages; keep the line readable.
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    return text.splitlines()[0] if text else type(exc).__name__

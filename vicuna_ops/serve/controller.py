@@ -28,7 +28,7 @@ from vicuna_ops.serve import protocol
 from vicuna_ops.serve.bodies import bearer_in, parse_body, read_body
 from vicuna_ops.serve.metrics import ControllerMetrics
 from vicuna_ops.serve.protocol import ApiError
-from vicuna_ops.serve.proxy import Call, Passthrough, Proxy, ProxySettings
+from vicuna_ops.serve.proxy import Call, Passthrough, Proxy, ProxySettings, new_upstream_client
 from vicuna_ops.serve.registry import Registry
 
 log = logging.getLogger("vops.serve.controller")
@@ -48,11 +48,11 @@ class ControllerSettings:
     bucket: str | None = None  # with ``name``: publish <bucket>/<name>/serve/controller.json
     name: str | None = None
     graceful_timeout: float = 30.0
+    signal_exit_code: int = 0  # the SkyPilot task uses 75: a stopped controller is relaunched
 
 
 def create_app(settings: ControllerSettings) -> Any:
     fastapi = adaptors.require("fastapi")
-    httpx = adaptors.require("httpx")
     from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException
 
@@ -64,11 +64,7 @@ def create_app(settings: ControllerSettings) -> Any:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         registry = Registry(settings.registry_path,
                             heartbeat_interval=settings.heartbeat_interval)
-        client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.proxy.read_timeout,
-                                  connect=settings.proxy.connect_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
-                                keepalive_expiry=4.0))
+        client = new_upstream_client(settings.proxy)
         app.state.registry = registry
         app.state.proxy = Proxy(registry, client, settings.worker_token, metrics,
                                 settings.proxy)
@@ -78,13 +74,21 @@ def create_app(settings: ControllerSettings) -> Any:
 
             tasks.append(asyncio.create_task(discovery.keep_published(
                 settings.bucket, settings.name, settings.advertise_url)))
+        if settings.bucket and settings.name:
+            from vicuna_ops.serve.accounting import keep_segment
+
+            started = protocol.new_request_id()[:12]
+            tasks.append(asyncio.create_task(keep_segment(
+                settings.bucket, settings.name, "serve-controller", started,
+                lambda: (0, False))))
         log.info("controller up with %d known worker(s)", len(registry.workers()))
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
-            await client.aclose()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await client.close()
             registry.close()
 
     app = fastapi.FastAPI(title="vops controller", lifespan=lifespan, docs_url=None,
@@ -134,9 +138,8 @@ def create_app(settings: ControllerSettings) -> Any:
                                f"{', '.join(registry.models()) or 'none yet'}",
                                param="model", code="model_not_found")
             request_id = request.headers.get("x-request-id") or protocol.new_request_id()
-            call = Call(path=path, model=parsed.model, raw=raw, request_id=request_id,
-                        body=parsed.model_dump(mode="json", exclude_unset=True),
-                        stream=parsed.stream, started=started)
+            call = Call(path=path, model=parsed.model, parsed=parsed, raw=raw,
+                        request_id=request_id, stream=parsed.stream, started=started)
             proxy = request.app.state.proxy
             if not parsed.stream:
                 status, content = await proxy.complete(call)
@@ -255,9 +258,11 @@ async def _reap(registry: Registry, metrics: ControllerMetrics, interval: float)
             log.exception("reaping workers failed")
 
 
-def run_controller(settings: ControllerSettings) -> None:
-    """Serve until SIGTERM/SIGINT; in-flight streams finish within the graceful timeout."""
+def run_controller(settings: ControllerSettings) -> int:
+    """Serve until SIGTERM/SIGINT; in-flight streams finish within the graceful timeout.
+    Returns the exit code."""
     from vicuna_ops.serve.server import serve
 
     serve(create_app(settings), settings.host, settings.port,
           graceful_timeout=settings.graceful_timeout)
+    return settings.signal_exit_code

@@ -56,6 +56,7 @@ class WorkerSettings:
     stub_rate: float = 100.0
     aws_notice_url: str | None = None  # None: the node's own cloud's endpoint; "": off
     gcp_notice_url: str | None = None
+    signal_exit_code: int = 0  # after a drain; the SkyPilot task uses 75 (recover the job)
 
 
 class _State:
@@ -378,8 +379,9 @@ async def _watch_spot_notice(app: Any, settings: WorkerSettings) -> None:
         await asyncio.sleep(5.0)
 
 
-def run_worker(settings: WorkerSettings) -> None:
-    """Load the model, serve, drain on the first SIGTERM/SIGINT; blocks until exit."""
+def run_worker(settings: WorkerSettings) -> int:
+    """Load the model, serve, drain on the first SIGTERM/SIGINT or a spot notice; blocks.
+    Returns the exit code: the server only stops after a drain."""
     from vicuna_ops.serve.server import serve
 
     app = create_app(settings)
@@ -390,3 +392,4 @@ def run_worker(settings: WorkerSettings) -> None:
 
     serve(app, settings.host, settings.port, on_signal=on_signal,
           graceful_timeout=settings.drain_grace + 5)
+    return settings.signal_exit_code

@@ -35,6 +35,26 @@ PROGRESS_PREFIX = "@vops "  # progress events on stdout: this prefix, then one J
 
 
 @dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun job (RANK, LOCAL_RANK, WORLD_SIZE); one plain
+    process is rank 0 of 1."""
+
+    rank: int
+    local_rank: int
+    size: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> World:
+        env = os.environ if env is None else env
+        return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)),
+                     int(env.get("WORLD_SIZE", 1)))
+
+
+@dataclass(frozen=True)
 class TrainArgs:
     recipe: str
     run_id: str

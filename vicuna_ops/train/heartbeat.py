@@ -55,7 +55,7 @@ def load_cost_function(store: Any, log: Log) -> CostFn | None:
 
 
 class SegmentHeartbeat:
-    def __init__(self, store: Any, run_id: str, *, attempt: int, first_step: int,
+    def __init__(self, store: Any, run_id: str, *, attempt: int, first_step: int | None,
                  interval_s: float, earlier: list[SegmentRecord] | None = None,
                  stop_flag: StopFlag | None = None, max_cost: float | None = None,
                  log: Log = lambda _m: None, identity: dict[str, Any] | None = None,
@@ -75,11 +75,16 @@ class SegmentHeartbeat:
         self.record = SegmentRecord(
             run_id=run_id, segment_id=f"train-{attempt:03d}-{secrets.token_hex(3)}",
             kind="train", attempt=attempt, start=now, heartbeat=now, status="running",
-            first_step=first_step, steps=first_step, tokens=0, **fields)
+            first_step=first_step, steps=first_step or 0, tokens=0, **fields)
         if max_cost is not None:
             self._cost_fn = load_cost_function(store, log)
 
     # -- called by the training callback -----------------------------------------------------
+
+    def resumed_at(self, step: int) -> None:
+        """The step this attempt starts from, once the checkpoint is known."""
+        with self._lock:
+            self.record = self.record.model_copy(update={"first_step": step, "steps": step})
 
     def update(self, *, steps: int, tokens: int, epoch: float) -> None:
         with self._lock:

@@ -1,12 +1,12 @@
 """One training attempt, start to exit code: what ``python -m vicuna_ops.train`` runs.
 
+    segment record + notice watchers          first, before any heavy import: billed time and
+                                              notices count from the process's start
     final/ verified in the bucket?            -> nothing to do, exit 0
     newest verified checkpoint                -> download, check it fits this data and recipe
     tokenizer, data, model, Trainer           -> train from it (or from scratch)
     stop request at a step boundary           -> checkpoint, finish the upload, exit 75 / 0
     all steps done                            -> final/ (HF format) + manifest, exit 0
-
-Every attempt writes its segment record and keeps its heartbeat moving until it exits.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from typing import Any
 from vicuna_ops import adaptors, layout
 from vicuna_ops.errors import CheckpointError, UserError
 from vicuna_ops.recipe import Recipe, dump_recipe, load_recipe
+from vicuna_ops.segments import node_identity
 from vicuna_ops.train import checkpoint
-from vicuna_ops.train.args import EXIT_OK, EXIT_PREEMPTED, TrainArgs
+from vicuna_ops.train.args import EXIT_OK, EXIT_PREEMPTED, TrainArgs, World
 from vicuna_ops.train.data import DataPosition
+from vicuna_ops.train.heartbeat import SegmentHeartbeat, next_attempt
+from vicuna_ops.train.preemption import PreemptionWatcher, StopFlag, notice_urls
 from vicuna_ops.train.progress import Reporter
 from vicuna_ops.train.snapshot import read_vops_state
 
@@ -33,6 +36,7 @@ _MUST_MATCH = {
     "max_steps": "the step count (--max-steps / train.max_steps / epochs)",
     "seed": "train.seed",
 }
+_SEGMENT_STATUS = {"already-finished": "finished"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,27 @@ class Outcome:
     status: str  # finished | preempted | budget-stopped | already-finished
     steps: int
     exit_code: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every stage of one attempt shares."""
+
+    args: TrainArgs
+    recipe: Recipe
+    world: World
+    reporter: Reporter
+    run_store: Any
+    workdir: Path
+    stop_flag: StopFlag
+    heartbeat: SegmentHeartbeat | None  # global rank 0 only
+
+
+def quiet_libraries() -> None:
+    """Warnings only from transformers, and no tqdm bars (ours is the progress)."""
+    transformers = adaptors.transformers()
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def configure_determinism(cuda: bool) -> int:
@@ -53,238 +78,247 @@ def configure_determinism(cuda: bool) -> int:
     return torch.get_num_threads()
 
 
-def quiet_libraries() -> None:
-    """Warnings only from transformers, and no tqdm bars (ours is the progress)."""
-    transformers = adaptors.transformers()
-    transformers.utils.logging.set_verbosity_warning()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def _tokenizer_source(recipe: Recipe) -> str:
-    source = recipe.tokenizer or recipe.model.name_or_path
-    if not source:
-        raise UserError(f"recipe {recipe.name!r} names no tokenizer",
-                        hint="set tokenizer: builtin:tiny, a folder or a hub id")
-    return source
-
-
 def run(args: TrainArgs, reporter: Reporter | None = None) -> Outcome:
     from vicuna_ops.storage import open_store
-    from vicuna_ops.train.trainer import World
 
     world = World.from_env()
     reporter = reporter or Reporter(enabled=world.is_main, json_events=args.progress)
     recipe = load_recipe(args.recipe)
     run_store = open_store(args.bucket).child(args.run_id)
-    workdir = Path(args.workdir) / args.run_id
-    max_steps = args.max_steps or recipe.train.max_steps
-    reporter.event({"event": "start", "run_id": args.run_id, "recipe": recipe.name,
-                    "bucket": run_store.uri, "max_steps": max_steps, "rank": world.rank})
-
-    done = checkpoint.final_manifest(run_store)
-    if done is not None:
-        steps = int(done.meta.get("steps", 0))
-        reporter.log(f"{run_store.url_for(layout.FINAL)} is complete (step {steps}); "
-                     "nothing to do")
-        reporter.event({"event": "end", "status": "already-finished", "steps": steps,
-                        "final": run_store.url_for(layout.FINAL)})
-        return Outcome("already-finished", steps, EXIT_OK)
-    return _train(args, recipe, run_store, workdir, max_steps, world, reporter)
-
-
-def _train(args: TrainArgs, recipe: Recipe, run_store: Any, workdir: Path,
-           max_steps: int | None, world: Any, reporter: Reporter) -> Outcome:
-    from vicuna_ops.tokenizer import load_tokenizer
-    from vicuna_ops.train import heartbeat as hb
-    from vicuna_ops.train.callbacks import VopsCallback
-    from vicuna_ops.train.data import PadCollator, load_conversations
-    from vicuna_ops.train.model import (
-        build_model,
-        is_bucket_uri,
-        materialize_folder,
-        parameter_count,
-        resolve_attn_implementation,
-    )
-    from vicuna_ops.train.preemption import PreemptionWatcher, StopFlag, notice_urls
-    from vicuna_ops.train.trainer import Checkpointer, VopsTrainer, training_arguments
-    from vicuna_ops.train.uploader import CheckpointUploader
-
-    torch = adaptors.torch()
-    cuda = torch.cuda.is_available()
-    threads = configure_determinism(cuda)
+    identity = node_identity()
     stop_flag = StopFlag()
-    # Watch from the start: a notice during startup still stops at the first step boundary.
-    identity = _identity()
     aws_url, gcp_url = notice_urls(str(identity.get("cloud", "local")),
                                    args.aws_notice_url, args.gcp_notice_url)
     watcher = PreemptionWatcher(stop_flag, aws_url=aws_url, gcp_url=gcp_url,
                                 aws_token_url=args.aws_token_url or None,
                                 poll_s=args.notice_poll_s, log=reporter.log)
     watcher.start()
+    heartbeat = None
+    if world.is_main:
+        attempt, earlier = next_attempt(run_store)
+        heartbeat = SegmentHeartbeat(
+            run_store, args.run_id, attempt=attempt, first_step=None,
+            interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
+            max_cost=args.max_cost, log=reporter.log, identity=identity)
+        heartbeat.start()
+    session = Session(args, recipe, world, reporter, run_store,
+                      Path(args.workdir) / args.run_id, stop_flag, heartbeat)
+    status = "failed"
     try:
-        hf_args = training_arguments(recipe, output_dir=workdir / "hf", max_steps=max_steps,
-                                     world=world, cuda=cuda)  # initialises torch.distributed
-        restored = _restore(run_store, workdir, world, reporter)
-
-        tokenizer_src = _tokenizer_source(recipe)
-        if is_bucket_uri(tokenizer_src):
-            tokenizer_src = str(materialize_folder(tokenizer_src, workdir / "tokenizer"))
-        tokenizer = load_tokenizer(tokenizer_src)
-        if tokenizer.pad_token_id is None:  # LLaMA ships none; pad positions carry no loss
-            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
-        data_uri = args.data or recipe.data.path
-        if not data_uri:
-            raise UserError("no training data", hint="pass --data URI or set data.path in the "
-                                                     "recipe")
-        dataset, stats = load_conversations(data_uri, tokenizer, recipe.data.max_length)
-        reporter.log(f"data {data_uri}: {stats.summary()}")
-        reporter.event({"event": "data", "uri": data_uri, "records": stats.records,
-                        "used": stats.used, "truncated": stats.truncated,
-                        "skipped": stats.skipped, "tokens": stats.tokens})
-        fingerprint = dataset.fingerprint()
-        run_facts = {"data_fingerprint": fingerprint,
-                     "global_batch_size": recipe.train.global_batch_size,
-                     "max_steps": hf_args.max_steps, "seed": recipe.train.seed}
-        if restored is not None:
-            _check_compatible(read_vops_state(restored.path), run_facts, threads, world,
-                              reporter)
-
-        model_dir = None
-        if is_bucket_uri(recipe.model.name_or_path):
-            model_dir = materialize_folder(str(recipe.model.name_or_path), workdir / "model")
-        attn = resolve_attn_implementation(recipe.model.attn_implementation, cuda)
-        model = build_model(recipe, tokenizer, attn_implementation=attn,
-                            local_model_dir=model_dir)
-        reporter.log(f"model: {parameter_count(model):,} parameters, attention {attn}, "
-                     f"{'bf16' if hf_args.bf16 else 'fp32'}, {world.size} process(es), "
-                     f"{threads} CPU thread(s)")
-
-        first_step = restored.step if restored else 0
-        heartbeat = uploader = None
-        if world.is_main:
-            attempt, earlier = hb.next_attempt(run_store)
-            heartbeat = hb.SegmentHeartbeat(
-                run_store, args.run_id, attempt=attempt, first_step=first_step,
-                interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
-                max_cost=args.max_cost, log=reporter.log, identity=identity)
-            uploader = CheckpointUploader(run_store, recipe.train.keep_checkpoints,
-                                          on_event=reporter.event, log=reporter.log)
-            (workdir / "recipe.yaml").write_text(dump_recipe(recipe))
-
-        def meta(state: Any) -> dict[str, Any]:
-            position = DataPosition.at(state.global_step, len(dataset),
-                                       recipe.train.global_batch_size)
-            return {**run_facts, "run_id": args.run_id, "step": state.global_step,
-                    "epoch": position.epoch, "samples_in_epoch": position.samples_in_epoch,
-                    "samples_consumed": position.samples_total, "dataset_size": len(dataset),
-                    "world_size": world.size, "torch_threads": threads,
-                    "tokens_seen": state.num_input_tokens_seen, "recipe": recipe.name}
-
-        local_ckpts = workdir / "checkpoints"
-        if world.is_main:
-            shutil.rmtree(local_ckpts, ignore_errors=True)  # leftovers of a killed attempt
-        checkpointer = Checkpointer(uploader=uploader, local_root=local_ckpts, world=world,
-                                    meta=meta, reporter=reporter)
-        callback = VopsCallback(reporter=reporter, stop_flag=stop_flag, heartbeat=heartbeat,
-                                world_size=world.size)
-        trainer = VopsTrainer(
-            model=model, args=hf_args, train_dataset=dataset,
-            data_collator=PadCollator(tokenizer.pad_token_id, 8 if cuda else 1),
-            callbacks=[callback], sampler_seed=recipe.train.seed, checkpointer=checkpointer)
-        # Our progress replaces the Trainer's printed log dicts (they would interleave stdout).
-        trainer.remove_callback(adaptors.transformers().PrinterCallback)
-        if heartbeat is not None:
-            heartbeat.start()
-        return _run_loop(trainer, restored, callback, stop_flag, uploader, heartbeat,
-                         checkpointer, run_store, workdir, tokenizer, world, reporter,
-                         stats_summary=stats.summary(), data_uri=data_uri, recipe=recipe)
+        reporter.event({"event": "start", "run_id": args.run_id, "recipe": recipe.name,
+                        "bucket": run_store.uri, "rank": world.rank,
+                        "max_steps": args.max_steps or recipe.train.max_steps,
+                        "segment": heartbeat.record.segment_id if heartbeat else None})
+        outcome = _already_finished(session) or _train(session)
+        status = _SEGMENT_STATUS.get(outcome.status, outcome.status)
+        return outcome
     finally:
         watcher.stop()
+        if heartbeat is not None:
+            heartbeat.finish(status)
 
 
-def _run_loop(trainer: Any, restored: Any, callback: Any, stop_flag: Any, uploader: Any,
-              heartbeat: Any, checkpointer: Any, run_store: Any, workdir: Path, tokenizer: Any,
-              world: Any, reporter: Reporter, *, stats_summary: str, data_uri: str,
-              recipe: Recipe) -> Outcome:
+def _already_finished(session: Session) -> Outcome | None:
+    done = checkpoint.final_manifest(session.run_store)
+    if done is None:
+        return None
+    steps = int(done.meta.get("steps", 0))
+    final = session.run_store.url_for(layout.FINAL)
+    session.reporter.log(f"{final} is complete (step {steps}); nothing to do")
+    session.reporter.event({"event": "end", "status": "already-finished", "steps": steps,
+                            "final": final})
+    return Outcome("already-finished", steps, EXIT_OK)
+
+
+def _train(session: Session) -> Outcome:
+    from vicuna_ops.train.callbacks import VopsCallback
+    from vicuna_ops.train.data import PadCollator
+    from vicuna_ops.train.model import build_model, parameter_count, resolve_attn_implementation
+    from vicuna_ops.train.trainer import Checkpointer, VopsTrainer, training_arguments
+    from vicuna_ops.train.uploader import CheckpointUploader
+
+    args, recipe, world, reporter = session.args, session.recipe, session.world, session.reporter
+    cuda = adaptors.torch().cuda.is_available()
+    threads = configure_determinism(cuda)
+    hf_args = training_arguments(recipe, output_dir=session.workdir / "hf",
+                                 max_steps=args.max_steps or recipe.train.max_steps,
+                                 world=world, cuda=cuda)  # initialises torch.distributed
+    restored = _restore(session)
+    if session.heartbeat is not None:
+        session.heartbeat.resumed_at(restored.step if restored else 0)
+    tokenizer = _tokenizer(session)
+    dataset, data_uri, data_summary = _dataset(session, tokenizer)
+    run_facts = {"data_fingerprint": dataset.fingerprint(),
+                 "global_batch_size": recipe.train.global_batch_size,
+                 "max_steps": hf_args.max_steps, "seed": recipe.train.seed}
+    if restored is not None:
+        _check_compatible(read_vops_state(restored.path), run_facts, threads, world, reporter)
+    attn = resolve_attn_implementation(recipe.model.attn_implementation, cuda)
+    model = build_model(recipe, tokenizer, attn_implementation=attn,
+                        local_model_dir=_model_dir(session))
+    reporter.log(f"model: {parameter_count(model):,} parameters, attention {attn}, "
+                 f"{'bf16' if hf_args.bf16 else 'fp32'}, {world.size} process(es), "
+                 f"{threads} CPU thread(s)")
+    first_step = restored.step if restored else 0
+    if session.stop_flag.is_set():  # noticed while starting up: nothing new to save
+        return _stopped(session, first_step, uploader=None)
+
+    uploader = None
+    local_ckpts = session.workdir / "checkpoints"
+    if world.is_main:
+        uploader = CheckpointUploader(session.run_store, recipe.train.keep_checkpoints,
+                                      on_event=reporter.event, log=reporter.log)
+        shutil.rmtree(local_ckpts, ignore_errors=True)  # leftovers of a killed attempt
+        (session.workdir / "recipe.yaml").write_text(dump_recipe(recipe))
+
+    def meta(state: Any) -> dict[str, Any]:
+        position = DataPosition.at(state.global_step, len(dataset), recipe.train.global_batch_size)
+        return {**run_facts, "run_id": args.run_id, "step": state.global_step,
+                "epoch": position.epoch, "samples_in_epoch": position.samples_in_epoch,
+                "samples_consumed": position.samples_total, "dataset_size": len(dataset),
+                "world_size": world.size, "torch_threads": threads,
+                "tokens_seen": state.num_input_tokens_seen, "recipe": recipe.name}
+
+    checkpointer = Checkpointer(uploader=uploader, local_root=local_ckpts, world=world,
+                                meta=meta, reporter=reporter)
+    callback = VopsCallback(reporter=reporter, stop_flag=session.stop_flag,
+                            heartbeat=session.heartbeat, world_size=world.size)
+    trainer = VopsTrainer(
+        model=model, args=hf_args, train_dataset=dataset,
+        data_collator=PadCollator(tokenizer.pad_token_id, 8 if cuda else 1),
+        callbacks=[callback], sampler_seed=recipe.train.seed, checkpointer=checkpointer)
+    # Our progress replaces the Trainer's printed log dicts (they would interleave stdout).
+    trainer.remove_callback(adaptors.transformers().PrinterCallback)
     try:
         trainer.train(resume_from_checkpoint=str(restored.path) if restored else None)
         if uploader is not None and not uploader.flush():
             raise CheckpointError("checkpoint upload did not finish")
     except BaseException:
-        if heartbeat is not None:
-            heartbeat.finish("failed")
         if uploader is not None:
             uploader.close(timeout=60)  # whatever is in flight may still land
         raise
     steps = trainer.state.global_step
-    request = stop_flag.request_made
     if callback.stopped_at is not None and steps < trainer.state.max_steps:
-        status = "budget-stopped" if request and request.reason == "budget" else "preempted"
-        if uploader is not None:
-            uploader.close()
-        if heartbeat is not None:
-            heartbeat.finish(status)
-        failures = uploader.stats.failures if uploader is not None else []
-        reporter.log(f"stopped at step {steps} ({status}); checkpoint "
-                     f"{'FAILED: ' + failures[-1] if failures else 'uploaded'}")
-        reporter.event({"event": "end", "status": status, "steps": steps,
-                        "upload_failures": failures})
-        code = EXIT_OK if status == "budget-stopped" else EXIT_PREEMPTED
-        return Outcome(status, steps, code)
+        return _stopped(session, steps, uploader)
+    return _finish(session, trainer, tokenizer, uploader, checkpointer, callback,
+                   {"steps": steps, "recipe": recipe.name, "data": data_uri,
+                    "data_stats": data_summary,
+                    "tokens_seen": trainer.state.num_input_tokens_seen})
 
-    final_dir = workdir / "final"
+
+def _stopped(session: Session, steps: int, uploader: Any) -> Outcome:
+    request = session.stop_flag.request_made
+    status = "budget-stopped" if request and request.reason == "budget" else "preempted"
+    failures = []
+    if uploader is not None:
+        uploader.close()
+        failures = uploader.stats.failures
+    checkpoint_note = f"upload FAILED: {failures[-1]}" if failures else "checkpoint uploaded"
+    session.reporter.log(f"stopped at step {steps} ({status}); {checkpoint_note}")
+    session.reporter.event({"event": "end", "status": status, "steps": steps,
+                            "upload_failures": failures})
+    return Outcome(status, steps, EXIT_OK if status == "budget-stopped" else EXIT_PREEMPTED)
+
+
+def _finish(session: Session, trainer: Any, tokenizer: Any, uploader: Any, checkpointer: Any,
+            callback: Any, meta: dict[str, Any]) -> Outcome:
+    """final/: the model in HF format (config, safetensors, tokenizer), manifest last."""
+    steps = meta["steps"]
+    final_dir = session.workdir / "final"
     shutil.rmtree(final_dir, ignore_errors=True)
     trainer.save_model(str(final_dir))  # collective under FSDP: gathers the full weights
-    if world.is_main:
-        (final_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle; not the model's
+    if session.world.is_main:
+        (final_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle, not the model
         tokenizer.save_pretrained(str(final_dir))
-        published = checkpoint.publish_final(run_store, final_dir, {
-            "steps": steps, "recipe": recipe.name, "data": data_uri, "data_stats": stats_summary,
-            "tokens_seen": trainer.state.num_input_tokens_seen})
-        checkpoint.prune(run_store, recipe.train.keep_checkpoints, reporter.log)
+        published = checkpoint.publish_final(session.run_store, final_dir, meta)
+        checkpoint.prune(session.run_store, session.recipe.train.keep_checkpoints,
+                         session.reporter.log)
         uploader.close()
-        heartbeat.finish("finished")
-        final_uri = run_store.url_for(layout.FINAL)
-        reporter.log(f"finished at step {steps}: {final_uri} ({published.bytes:,} bytes)")
-        reporter.event({"event": "final", "uri": final_uri, "bytes": published.bytes})
-        reporter.event({"event": "end", "status": "finished", "steps": steps,
-                        "final": final_uri, "tokens_per_s": callback.tokens_per_s,
-                        "checkpoints": uploader.stats.published,
-                        "blocked_s": checkpointer.blocked_s,
-                        "upload_failures": uploader.stats.failures})
+        final_uri = session.run_store.url_for(layout.FINAL)
+        session.reporter.log(f"finished at step {steps}: {final_uri} "
+                             f"({published.bytes:,} bytes)")
+        session.reporter.event({"event": "final", "uri": final_uri, "bytes": published.bytes})
+        session.reporter.event({
+            "event": "end", "status": "finished", "steps": steps, "final": final_uri,
+            "tokens_per_s": callback.tokens_per_s, "checkpoints": uploader.stats.published,
+            "blocked_s": checkpointer.blocked_s, "upload_failures": uploader.stats.failures})
         shutil.rmtree(final_dir, ignore_errors=True)
     return Outcome("finished", steps, EXIT_OK)
 
 
-def _restore(run_store: Any, workdir: Path, world: Any, reporter: Reporter) -> Any:
+def _restore(session: Session) -> checkpoint.Restored | None:
     """Local rank 0 of each node downloads; the others use its copy after a barrier."""
-    torch = adaptors.torch()
+    world, reporter, workdir = session.world, session.reporter, session.workdir
     chosen_file = workdir / "resume" / "CHOSEN"
     restored = None
     if world.local_rank == 0:
         shutil.rmtree(workdir / "resume", ignore_errors=True)
-        restored = checkpoint.restore_newest(run_store, workdir / "resume", reporter.log)
+        restored = checkpoint.restore_newest(session.run_store, workdir / "resume",
+                                             reporter.log)
         chosen_file.parent.mkdir(parents=True, exist_ok=True)
         chosen_file.write_text(restored.path.name if restored else "")
-    dist = torch.distributed
-    if world.size > 1 and dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    _barrier(world)
     if world.local_rank != 0:
         name = chosen_file.read_text().strip()
         if name:
             restored = checkpoint.Restored(layout.step_of(name) or 0, chosen_file.parent / name,
                                            None, [])  # type: ignore[arg-type]
-    if restored is not None:
-        reporter.log(f"resuming from {run_store.url_for(restored.path.name)} "
-                     f"(step {restored.step})")
-        reporter.event({"event": "resume", "step": restored.step,
-                        "skipped": restored.skipped})
-    else:
+    if restored is None:
         reporter.log("no verified checkpoint in the bucket: starting from scratch")
+        return None
+    reporter.log(f"resuming from {session.run_store.url_for(restored.path.name)} "
+                 f"(step {restored.step})")
+    reporter.event({"event": "resume", "step": restored.step, "skipped": restored.skipped})
     return restored
 
 
-def _check_compatible(saved: dict[str, Any], now: dict[str, Any], threads: int, world: Any,
+def _barrier(world: World) -> None:
+    dist = adaptors.torch().distributed
+    if world.size > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _tokenizer(session: Session) -> Any:
+    from vicuna_ops.tokenizer import load_tokenizer
+    from vicuna_ops.train.model import is_bucket_uri, materialize_folder
+
+    recipe = session.recipe
+    source = recipe.tokenizer or recipe.model.name_or_path
+    if not source:
+        raise UserError(f"recipe {recipe.name!r} names no tokenizer",
+                        hint="set tokenizer: builtin:tiny, a folder or a hub id")
+    if is_bucket_uri(source):
+        source = str(materialize_folder(source, session.workdir / "tokenizer"))
+    tokenizer = load_tokenizer(source)
+    if tokenizer.pad_token_id is None:  # LLaMA ships none; pad positions carry no loss
+        tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
+    return tokenizer
+
+
+def _model_dir(session: Session) -> Path | None:
+    from vicuna_ops.train.model import is_bucket_uri, materialize_folder
+
+    name = session.recipe.model.name_or_path
+    if session.recipe.model.tiny is None and is_bucket_uri(name):
+        return materialize_folder(str(name), session.workdir / "model")
+    return None
+
+
+def _dataset(session: Session, tokenizer: Any) -> tuple[Any, str, str]:
+    from vicuna_ops.train.data import load_conversations
+
+    data_uri = session.args.data or session.recipe.data.path
+    if not data_uri:
+        raise UserError("no training data", hint="pass --data URI or set data.path in the recipe")
+    dataset, stats = load_conversations(data_uri, tokenizer, session.recipe.data.max_length)
+    session.reporter.log(f"data {data_uri}: {stats.summary()}")
+    session.reporter.event({"event": "data", "uri": data_uri, "records": stats.records,
+                            "used": stats.used, "truncated": stats.truncated,
+                            "skipped": stats.skipped, "tokens": stats.tokens})
+    return dataset, data_uri, stats.summary()
+
+
+def _check_compatible(saved: dict[str, Any], now: dict[str, Any], threads: int, world: World,
                       reporter: Reporter) -> None:
     for key, what in _MUST_MATCH.items():
         if key in saved and saved[key] != now[key]:
@@ -299,9 +333,3 @@ def _check_compatible(saved: dict[str, Any], now: dict[str, Any], threads: int, 
             reporter.log(f"warning: the checkpoint was written with {saved[key]} {why}, now "
                          f"{value}: the result may differ in the last bits from an "
                          "uninterrupted run")
-
-
-def _identity() -> dict[str, Any]:
-    from vicuna_ops.segments import node_identity
-
-    return node_identity()

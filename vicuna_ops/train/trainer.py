@@ -9,10 +9,8 @@ several processes run, gradient checkpointing (as FSDP activation checkpointing 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +18,12 @@ from vicuna_ops import adaptors
 from vicuna_ops.errors import ConfigError
 from vicuna_ops.recipe import Recipe
 from vicuna_ops.train import snapshot
+from vicuna_ops.train.args import World
 from vicuna_ops.train.data import EpochShuffleSampler
 from vicuna_ops.train.progress import Reporter
 from vicuna_ops.train.uploader import CheckpointUploader, UploadJob
 
 _transformers = adaptors.transformers()
-
-
-@dataclass(frozen=True)
-class World:
-    rank: int
-    local_rank: int
-    size: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @staticmethod
-    def from_env(env: dict[str, str] | None = None) -> World:
-        """What torchrun exports; one plain process is rank 0 of 1."""
-        env = dict(os.environ) if env is None else env
-        return World(int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)),
-                     int(env.get("WORLD_SIZE", 1)))
 
 
 def accumulation_steps(recipe: Recipe, world_size: int) -> int:

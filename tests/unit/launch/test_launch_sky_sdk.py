@@ -97,3 +97,15 @@ def test_cancel_sends_the_job_ids(sky_offline, monkeypatch):
     api = Requests(monkeypatch, sky_offline.sky, result=None)
     sky_sdk.cancel([3, 4])
     assert api.sent == [("cancel", None, {"job_ids": [3, 4]})]
+
+
+def test_catalog_failures_become_one_line_cloud_errors():
+    from vicuna_ops.launch.sky_calls import catalog_calls
+
+    with pytest.raises(CloudError, match="^cannot read SkyPilot's catalog for aws, gcp: "
+                                         "Failed to resolve host$"):
+        with catalog_calls(["aws", "gcp"]):
+            raise ConnectionError("Failed to resolve host\nsecond line")
+    import logging
+
+    assert logging.getLogger("sky").level != logging.CRITICAL  # restored

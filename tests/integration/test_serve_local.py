@@ -1,0 +1,117 @@
+"""``vops serve --local`` and ``vops chat`` as a user runs them: real processes, Ctrl-C and
+SIGTERM stop everything, and no child outlives the supervisor even when it is killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+VOPS = [sys.executable, "-m", "vicuna_ops"]
+EXPECTED = "".join(f" t{i}" for i in range(32))
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_local(port: int, workers: int = 2) -> tuple[subprocess.Popen, dict]:
+    process = subprocess.Popen(
+        [*VOPS, "serve", "--local", "--backend", "stub", "--workers", str(workers),
+         "--port", str(port), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = process.stdout.readline()  # the --json summary, once every worker registered
+    if not line:
+        process.wait(timeout=10)
+        pytest.fail(f"vops serve --local exited: {process.stderr.read()}")
+    return process, json.loads(line)
+
+
+def _gone(pids, timeout=15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if psutil.pid_exists(pid)
+                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_local_chat_and_a_clean_stop(stop_signal):
+    port = _port()
+    process, summary = _start_local(port)
+    try:
+        assert summary["endpoint"] == f"http://127.0.0.1:{port}"
+        assert set(summary["pids"]) == {"controller", "worker-0", "worker-1"}
+        chat = subprocess.run([*VOPS, "chat", "--endpoint", summary["endpoint"]],
+                              input="hello\nhow are you?\n", capture_output=True, text=True,
+                              timeout=30)
+        assert chat.returncode == 0, chat.stderr
+        assert chat.stdout.count(EXPECTED) == 2
+        started = time.monotonic()
+        process.send_signal(stop_signal)
+        assert process.wait(timeout=30) == 0
+        assert time.monotonic() - started < 15
+        assert _gone(summary["pids"].values())
+        assert "stopping" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_children_die_with_a_killed_supervisor():
+    process, summary = _start_local(_port(), workers=1)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert _gone(summary["pids"].values()), "orphans outlived the supervisor"
+
+
+def test_a_crashed_worker_is_restarted():
+    process, summary = _start_local(_port(), workers=1)
+    try:
+        os.kill(summary["pids"]["worker-0"], signal.SIGKILL)
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                reply = httpx.post(summary["endpoint"] + "/v1/completions", timeout=5,
+                                   json={"model": "stub", "prompt": "x", "max_tokens": 2})
+                if reply.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the worker never came back"
+            time.sleep(0.2)
+        log = Path(summary["logs"]) / "worker-0.log"
+        assert log.exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_bad_flags_are_one_line_errors(tmp_path):
+    for args, needle in ((["serve", "--local"], "--model is required"),
+                         (["serve", "--local", "--model", str(tmp_path)], "no config.json"),
+                         (["serve", "--local", "--backend", "stub", "--workers", "0"],
+                          "--workers must be between"),
+                         (["serve", "--local", "--backend", "onnx", "--model", "x"],
+                          "unknown --backend"),
+                         (["serve", "--model", "x"], "say where to serve")):
+        result = subprocess.run([*VOPS, *args], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, result.stderr)

@@ -1,0 +1,58 @@
+"""How vops calls SkyPilot's local code (catalog, parser, optimizer): quietly, and with its
+failures turned into one-line vops errors.
+
+SkyPilot prints spinners and info lines meant for its own CLI (and, when it believes it runs
+inside its API server, ``<sky-payload>`` control strings on stdout), which would break
+``vops ... --json``; ``sky_logging.silent()`` turns them off. A catalog SkyPilot cannot
+download (no network) surfaces as a requests error deep inside it; here it becomes a
+CloudError naming the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from vicuna_ops import adaptors
+from vicuna_ops.errors import CloudError, VopsError
+
+
+@contextmanager
+def catalog_calls(clouds: Sequence[str]) -> Iterator[None]:
+    """Around calls into ``sky.catalog`` and the clouds' catalog methods."""
+    adaptors.sky()
+    from sky import sky_logging
+
+    sky_logger = logging.getLogger("sky")
+    level = sky_logger.level
+    try:
+        # Errors too: a failed catalog download is raised, and reported once, below.
+        with sky_logging.silent():
+            sky_logger.setLevel(logging.CRITICAL)
+            yield
+    except VopsError:
+        raise
+    except Exception as exc:
+        raise CloudError(f"cannot read SkyPilot's catalog for {', '.join(clouds)}: "
+                         f"{first_line(exc)}",
+                         hint="SkyPilot downloads its catalog on first use: check the network "
+                              "(or see `sky gpus list`)") from exc
+    finally:
+        sky_logger.setLevel(level)
+
+
+@contextmanager
+def silent() -> Iterator[None]:
+    adaptors.sky()
+    from sky import sky_logging
+
+    with sky_logging.silent():
+        yield
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, without SkyPilot's colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
