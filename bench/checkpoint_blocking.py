@@ -124,7 +124,7 @@ def run_mode(mode: str, recipe, store, workdir: Path) -> tuple[list[float], floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--every", type=int, default=2)
     options = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -148,8 +148,10 @@ def main() -> None:
           f"optimizer per checkpoint), {options.steps} steps, a checkpoint every "
           f"{options.every}, moto S3 on loopback")
     for mode, (blocked, wall, _size) in results.items():
+        each = " ".join(f"{b * 1000:.0f}" for b in blocked)
         print(f"  {mode:<11} blocked {statistics.mean(blocked) * 1000:9.1f} ms per checkpoint "
-              f"(n={len(blocked)}), training wall {wall:6.2f} s")
+              f"(median {statistics.median(blocked) * 1000:.1f}; each: {each} ms), "
+              f"training wall {wall:6.2f} s")
     ratio = statistics.mean(results["background"][0]) / statistics.mean(results["sync"][0])
     ratio_hf = statistics.mean(results["background"][0]) / statistics.mean(results["hf-sync"][0])
     print(f"ratio background/sync    = {ratio:.4f}  (target <= 0.05: "

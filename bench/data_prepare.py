@@ -217,7 +217,8 @@ def memory(work: Path, tokenizer: Path, gigabytes: float) -> None:
     result = json.loads(stdout.strip().splitlines()[-1])
     print(f"1 GB run: {result['records']:,} records in {result['seconds']:.0f}s "
           f"({size / 1e6 / result['seconds']:.1f} MB/s, counts add up: {result['balanced']})")
-    print(f"peak RSS, main + {peak['procs'] - 1} workers summed: {peak['rss'] / 2**20:.0f} MiB; "
+    print(f"peak RSS summed over the process tree ({peak['procs']} processes: main, 2 workers, "
+          f"forkserver, resource tracker): {peak['rss'] / 2**20:.0f} MiB; "
           f"PSS (shared pages counted once): {peak['pss'] / 2**20:.0f} MiB")
     print(f"ratio peak RSS / 1 GiB: {peak['rss'] / 2**30:.2f}  (must stay < 1)")
     dump.unlink()

@@ -222,3 +222,13 @@ def test_no_secret_in_logs(serving):
                    for p in (serving.plan.state_dir / "logs").glob("*.log"))
     assert serving.token not in text
     assert API_KEY not in text
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"[" * 30_000 + b"]" * 30_000, b"{}",
+                                 b'{"model": "stub", "prompt": 5}'])
+def test_workers_answer_malformed_bodies_with_4xx_too(serving, raw):
+    worker_url = serving.worker_url(serving.workers[1])
+    response = httpx.post(worker_url + "/v1/completions", content=raw,
+                          headers={"authorization": f"Bearer {serving.token}"})
+    assert 400 <= response.status_code < 500
+    assert "error" in response.json()

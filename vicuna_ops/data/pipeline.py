@@ -27,6 +27,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import tempfile
 import time
 from collections import deque
@@ -111,7 +112,9 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
             raise AssertionError(f"report does not add up: {report.to_dict()}")
         report.files = {name: out_store.url_for(name) for name in OUTPUT_FILES}
         paths["report.json"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        for name in OUTPUT_FILES:  # report.json last: it marks the output complete
+        # report.json last: its presence marks the output complete (so an old one goes first)
+        out_store.delete("report.json")
+        for name in OUTPUT_FILES:
             out_store.put_file(name, paths[name])
     return report
 
@@ -209,6 +212,8 @@ class WorkerError(Exception):
 def _init_worker(clean: CleanOptions, tokenizer_spec: str) -> None:
     """Never raises: a failing initializer would make the pool respawn workers forever."""
     global _WORKER, _WORKER_ERROR
+    # Ctrl-C is the parent's to handle: it stops submitting and shuts the pool down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker
     try:
         from vicuna_ops.tokenizer import load_tokenizer

@@ -16,6 +16,7 @@ produce a 500; the catch-all handler exists for bugs and still answers in OpenAI
 
 
 import asyncio
+import functools
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -68,7 +69,8 @@ def create_app(settings: ControllerSettings) -> Any:
         app.state.registry = registry
         app.state.proxy = Proxy(registry, client, settings.worker_token, metrics,
                                 settings.proxy)
-        tasks = [asyncio.create_task(_reap(registry, metrics, settings.heartbeat_interval))]
+        tasks = [asyncio.create_task(_reap(registry, app.state.proxy, metrics,
+                                           settings.heartbeat_interval))]
         if settings.bucket and settings.name and settings.advertise_url:
             from vicuna_ops.serve import discovery
 
@@ -123,7 +125,7 @@ def create_app(settings: ControllerSettings) -> Any:
         check_api_key(request)
         return protocol.model_list(request.app.state.registry.models())
 
-    async def api_call(request: Any, path: str) -> Any:
+    async def api_call(request: Any, *, path: str) -> Any:
         started = time.monotonic()
         metrics.in_flight.inc()
         status, streaming = 500, False
@@ -137,7 +139,7 @@ def create_app(settings: ControllerSettings) -> Any:
                 raise ApiError(404, f"model {parsed.model!r} does not exist; served: "
                                f"{', '.join(registry.models()) or 'none yet'}",
                                param="model", code="model_not_found")
-            request_id = request.headers.get("x-request-id") or protocol.new_request_id()
+            request_id = protocol.request_id_from(request.headers.get("x-request-id"))
             call = Call(path=path, model=parsed.model, parsed=parsed, raw=raw,
                         request_id=request_id, stream=parsed.stream, started=started)
             proxy = request.app.state.proxy
@@ -167,13 +169,9 @@ def create_app(settings: ControllerSettings) -> Any:
         metrics.requests.labels(path, str(status)).inc()
         metrics.latency.labels(path).observe(time.monotonic() - started)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: fastapi.Request) -> Any:
-        return await api_call(request, "/v1/chat/completions")
-
-    @app.post("/v1/completions")
-    async def completions(request: fastapi.Request) -> Any:
-        return await api_call(request, "/v1/completions")
+    # plain Starlette routes: the hot path skips FastAPI's per-request dependency solving
+    for path in protocol.ENDPOINTS:
+        app.router.add_route(path, functools.partial(api_call, path=path), methods=["POST"])
 
     @app.get("/healthz")
     async def healthz(request: fastapi.Request) -> Any:
@@ -245,15 +243,18 @@ async def _finishing(events: AsyncIterator[bytes], on_done: Any) -> AsyncIterato
         await events.aclose()
 
 
-async def _reap(registry: Registry, metrics: ControllerMetrics, interval: float) -> None:
-    """Drop workers that stopped heartbeating; runs every quarter interval."""
+async def _reap(registry: Registry, proxy: Proxy, metrics: ControllerMetrics,
+                interval: float) -> None:
+    """Drop workers that stopped heartbeating (runs every quarter interval), and move the
+    requests they were holding to other workers."""
     while True:
         await asyncio.sleep(interval / 4)
         try:
             for worker_id in registry.expire():
                 metrics.workers_dropped.inc()
-                log.warning("worker %s dropped: no heartbeat for %.1fs", worker_id,
-                            registry.expiry)
+                moved = proxy.abort_worker(worker_id)
+                log.warning("worker %s dropped: no heartbeat for %.1fs; %d request(s) moved",
+                            worker_id, registry.expiry, moved)
         except Exception:  # the reaper must outlive a transient SQLite error
             log.exception("reaping workers failed")
 

@@ -172,6 +172,14 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:24]
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def request_id_from(header: str | None) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a new id."""
+    return header if header and _REQUEST_ID.match(header) else new_request_id()
+
+
 def chat_response(request_id: str, model: str, text: str, finish_reason: str,
                   prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {"id": f"chatcmpl-{request_id}", "object": "chat.completion",

@@ -15,7 +15,10 @@ What happens when a worker fails:
 * a non-streamed request never has a byte at the client before the worker finished, so it
   is always retried whole;
 * a 4xx from the worker (prompt longer than the model's context: 413) is the client's
-  answer, passed through unchanged.
+  answer, passed through unchanged;
+* a worker that hangs (its port open, nothing coming back) stops heartbeating; when the
+  registry drops it, ``abort_worker`` breaks off every request waiting on it, and they are
+  retried or resumed like the rest instead of waiting for a read timeout.
 
 The upstream client is aiohttp's: httpx's connection pool scans every pooled connection on
 each request, which made it the controller's bottleneck (about a third of the requests per
@@ -71,6 +74,39 @@ class _WorkerFailed(Exception):
         self.reason, self.down = reason, down
 
 
+class _Attempt:
+    """One request in progress on one worker, so that it can be broken off from outside.
+
+    While the request's own task waits on the worker (sending, waiting for headers or the
+    first event) breaking off means cancelling that task, which the waiting code catches;
+    while a stream is relayed, the task may be busy writing to the client, so the worker's
+    response is closed instead and the next read fails.
+    """
+
+    __slots__ = ("task", "response", "aborted", "relaying")
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.response: Any = None
+        self.aborted = False
+        self.relaying = False
+
+    def abort(self) -> None:
+        self.aborted = True
+        if self.relaying:
+            if self.response is not None:
+                self.response.close()
+        elif self.task is not None:
+            self.task.cancel()
+
+    def was_aborted(self) -> bool:
+        """After a CancelledError: True if only ``abort`` cancelled (the client did not)."""
+        if not self.aborted:
+            return False
+        uncancel = getattr(asyncio.current_task(), "uncancel", None)
+        return uncancel is None or uncancel() == 0
+
+
 class Proxy:
     def __init__(self, registry: Registry, client: Any, worker_token: str, metrics: Any,
                  settings: ProxySettings = ProxySettings()) -> None:
@@ -79,6 +115,26 @@ class Proxy:
         self.token = worker_token
         self.metrics = metrics
         self.settings = settings
+        self._attempts: dict[str, set[_Attempt]] = {}
+
+    def _track(self, worker: Worker) -> _Attempt:
+        attempt = _Attempt()
+        self._attempts.setdefault(worker.worker_id, set()).add(attempt)
+        return attempt
+
+    def _untrack(self, worker: Worker, attempt: _Attempt) -> None:
+        attempts = self._attempts.get(worker.worker_id)
+        if attempts is not None:
+            attempts.discard(attempt)
+            if not attempts:
+                del self._attempts[worker.worker_id]
+
+    def abort_worker(self, worker_id: str) -> int:
+        """Break off every request waiting on a dropped worker; how many there were."""
+        attempts = self._attempts.pop(worker_id, set())
+        for attempt in attempts:
+            attempt.abort()
+        return len(attempts)
 
     # --- choosing a worker -----------------------------------------------------------------
 
@@ -119,6 +175,7 @@ class Proxy:
             lease = await self._lease(call.model, tried)
             if lease is None:
                 break
+            attempt = self._track(lease.worker)
             try:
                 async with self.client.post(lease.worker.url + call.path, data=call.raw,
                                             headers=self._headers(call)) as response:
@@ -130,7 +187,12 @@ class Proxy:
                 self._failed(lease.worker, _WorkerFailed(_reason(exc), down=True))
             except _WorkerFailed as failure:
                 self._failed(lease.worker, failure)
+            except asyncio.CancelledError:
+                if not attempt.was_aborted():
+                    raise
+                self._failed(lease.worker, _WorkerFailed("dropped", down=True))
             finally:
+                self._untrack(lease.worker, attempt)
                 lease.release()
         raise _no_worker(call.model)
 
@@ -153,10 +215,11 @@ class Proxy:
             lease = await self._lease(call.model, tried)
             if lease is None:
                 break
-            stream = _Stream(lease)
+            stream = _Stream(lease, self._track(lease.worker), self._untrack)
             try:
                 stream.response = await self.client.post(
                     lease.worker.url + call.path, data=body, headers=self._headers(call))
+                stream.attempt.response = stream.response
                 status = stream.response.status
                 if status != 200:
                     content = await stream.response.read()
@@ -169,6 +232,7 @@ class Proxy:
                 if resume_text is None:
                     self.metrics.first_byte.labels(call.path).observe(
                         time.monotonic() - call.started)
+                stream.attempt.relaying = True  # from now on: close, never cancel
                 return stream
             except TRANSPORT_ERRORS as exc:
                 await stream.close()
@@ -176,6 +240,11 @@ class Proxy:
             except _WorkerFailed as failure:
                 await stream.close()
                 self._failed(lease.worker, failure)
+            except asyncio.CancelledError:
+                await stream.close()
+                if not stream.attempt.was_aborted():
+                    raise
+                self._failed(lease.worker, _WorkerFailed("dropped", down=True))
             except BaseException:
                 await stream.close()
                 raise
@@ -240,8 +309,10 @@ class Passthrough(Exception):
 class _Stream:
     """An open SSE response from one worker, split into events, holding its lease."""
 
-    def __init__(self, lease: router.Lease) -> None:
+    def __init__(self, lease: router.Lease, attempt: _Attempt, on_close: Any) -> None:
         self.lease = lease
+        self.attempt = attempt
+        self.on_close = on_close  # (worker, attempt) -> None: stop tracking the attempt
         self.response: Any = None  # aiohttp.ClientResponse
         self.first: bytes | None = None
         self._buffer = b""
@@ -261,6 +332,7 @@ class _Stream:
             self._buffer += chunk
 
     async def close(self) -> None:
+        self.on_close(self.lease.worker, self.attempt)
         self.lease.release()
         if self.response is not None:
             response, self.response = self.response, None

@@ -113,6 +113,9 @@ class Registry:
     def register(self, info: WorkerInfo) -> Worker:
         now_wall = time.time()
         previous = self._workers.get(info.worker_id)
+        for other in [w for w in self._workers.values()
+                      if w.url == info.url and w.worker_id != info.worker_id]:
+            self.remove(other.worker_id)  # a restarted process on the same address
         worker = Worker(
             worker_id=info.worker_id, url=info.url, models=frozenset(info.models),
             max_concurrency=info.max_concurrency, context_length=info.context_length,

@@ -14,6 +14,7 @@ within ``drain_grace`` seconds, then exits 0.
 
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -127,7 +128,7 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
             raise ApiError(401, "missing or invalid worker token",
                            type="authentication_error", code="invalid_worker_token")
 
-    async def generate(request: Any, path: str) -> Any:
+    async def generate(request: Any, *, path: str) -> Any:
         check_token(request)
         state: _State = request.app.state.worker
         if state.draining:
@@ -143,7 +144,7 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
         job = _plan(parsed, chat, backend)
         if state.waiting >= settings.max_queue:
             raise ApiError(503, "this worker is busy", type="server_error", code="busy")
-        request_id = request.headers.get("x-request-id") or protocol.new_request_id()
+        request_id = protocol.request_id_from(request.headers.get("x-request-id"))
         state.waiting += 1
         try:
             await state.slots.acquire()
@@ -157,19 +158,16 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
             finally:
                 slot.release()
             make = protocol.chat_response if chat else protocol.completion_response
-            return make(request_id, backend.model_name, text, stats.finish_reason or "stop",
-                        job.prompt_tokens, job.resumed_tokens + stats.completion_tokens)
+            return JSONResponse(make(request_id, backend.model_name, text,
+                                     stats.finish_reason or "stop", job.prompt_tokens,
+                                     job.resumed_tokens + stats.completion_tokens))
         events = _sse(backend, job, chat, request_id, parsed.include_usage(), slot)
         slot.bind(events)
         return StreamingResponse(events, media_type=protocol.SSE_MEDIA_TYPE)
 
-    @app.post(CHAT)
-    async def chat_completions(request: fastapi.Request) -> Any:
-        return await generate(request, CHAT)
-
-    @app.post(COMPLETIONS)
-    async def completions(request: fastapi.Request) -> Any:
-        return await generate(request, COMPLETIONS)
+    # plain Starlette routes: the hot path skips FastAPI's per-request dependency solving
+    for path in (CHAT, COMPLETIONS):
+        app.router.add_route(path, functools.partial(generate, path=path), methods=["POST"])
 
     @app.get("/v1/models")
     async def models(request: fastapi.Request) -> Any:
@@ -193,6 +191,7 @@ class _Job:
     prompt_tokens: int  # of the rendered prompt alone
     resumed_tokens: int
     params: GenerationParams
+    resumed: bool = False  # continues another worker's stream (which sent the role chunk)
 
 
 def _plan(parsed: Any, chat: bool, backend: Any) -> "_Job":
@@ -220,7 +219,8 @@ def _plan(parsed: Any, chat: bool, backend: Any) -> "_Job":
     max_new = max(0, min(room, limit - resumed) if limit else room)
     return _Job(prompt + resume, prompt_tokens, resumed, GenerationParams(
         max_tokens=max_new, temperature=parsed.temperature, top_p=parsed.top_p,
-        stop=tuple(parsed.stop_list()), seed=parsed.seed, resumed_tokens=resumed))
+        stop=tuple(parsed.stop_list()), seed=parsed.seed, resumed_tokens=resumed),
+        resumed=parsed.vops_resume is not None)
 
 
 class _Slot:
@@ -270,7 +270,7 @@ async def _sse(backend: Any, job: _Job, chat: bool, request_id: str, include_usa
         if chat:
             chunk = lambda text, finish=None: protocol.chat_chunk(  # noqa: E731
                 request_id, model, {"content": text} if text else {}, finish)
-            if not job.resumed_tokens:
+            if not job.resumed:
                 yield _event(protocol.chat_chunk(request_id, model,
                                                  {"role": "assistant", "content": ""}))
         else:

@@ -9,6 +9,7 @@ several processes run, gradient checkpointing (as FSDP activation checkpointing 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,30 @@ class Checkpointer:
         self._uploader, self._local_root, self._world = uploader, local_root, world
         self._meta, self._reporter = meta, reporter
         self.blocked_s: list[float] = []  # training-thread time per checkpoint
+        # Snapshots whose files are written: their host buffers are reused by the next capture.
+        self._spare: list[snapshot.Snapshot] = []
+        self._spare_lock = threading.Lock()
+        self._prewarmed = False
+
+    def _take_spare(self) -> snapshot.Snapshot | None:
+        with self._spare_lock:
+            return self._spare.pop() if self._spare else None
+
+    def _give_back(self, snap: snapshot.Snapshot) -> None:
+        with self._spare_lock:
+            if len(self._spare) < 2:  # one being written + one pending is all we ever need
+                self._spare.append(snap)
+
+    def prewarm(self, trainer: Any) -> None:
+        """Once, after the first optimizer step (when Adam's state exists): allocate the
+        snapshot buffers on a background thread, so the first checkpoint only copies."""
+        if self._prewarmed or self._world.size != 1 or self._uploader is None:
+            return
+        self._prewarmed = True
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        shapes = (model.state_dict(), trainer.optimizer.state_dict())  # references: cheap
+        threading.Thread(target=lambda: self._give_back(snapshot.buffers_for(*shapes)),
+                         name="vops-prewarm", daemon=True).start()
 
     def save(self, trainer: Any, trainer_save: Callable[[], None]) -> None:
         started = time.perf_counter()
@@ -113,9 +138,10 @@ class Checkpointer:
         meta = self._meta(trainer.state)
         if self._world.size == 1:
             trainer.store_flos()
-            snap = snapshot.capture(trainer, meta)
+            snap = snapshot.capture(trainer, meta, into=self._take_spare())
             job = UploadJob(step, self._local_root / f"step_{step:08d}", meta,
-                            prepare=lambda folder: snapshot.write(snap, folder))
+                            prepare=lambda folder: snapshot.write(snap, folder),
+                            release=lambda: self._give_back(snap))
         else:
             trainer_save()  # collective: FSDP gathers the full state dict to rank 0
             trainer.accelerator.wait_for_everyone()
@@ -151,6 +177,12 @@ class VopsTrainer(_transformers.Trainer):
             self.control.should_training_stop = True
             return [], None
         return super().get_batch_samples(epoch_iterator, num_batches, device)
+
+    def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> None:
+        # Runs after every optimizer step, before any save: the first call prewarms buffers.
+        if self._checkpointer is not None:
+            self._checkpointer.prewarm(self)
+        super()._maybe_log_save_evaluate(*args, **kwargs)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         if self._checkpointer is None:  # a plain HF save (used by the benchmark baseline)

@@ -32,6 +32,7 @@ class UploadJob:
     local_dir: Path
     meta: dict[str, Any]
     prepare: Callable[[Path], None] | None = None  # writes the files into local_dir
+    release: Callable[[], None] | None = None  # called once prepare's inputs are not needed
     submitted: float = field(default_factory=time.monotonic)
 
 
@@ -64,6 +65,7 @@ class CheckpointUploader:
             stale, self._pending = self._pending, job
             self._cond.notify_all()
         if stale is not None:
+            _release(stale)
             self.stats.superseded.append(stale.step)
             shutil.rmtree(stale.local_dir, ignore_errors=True)
             self._on_event({"event": "upload-skipped", "step": stale.step,
@@ -113,7 +115,10 @@ class CheckpointUploader:
         try:
             if job.prepare is not None:
                 job.local_dir.mkdir(parents=True, exist_ok=True)
-                job.prepare(job.local_dir)
+                try:
+                    job.prepare(job.local_dir)
+                finally:
+                    _release(job)
             result = checkpoint.publish_checkpoint(self._store, job.local_dir, job.step, job.meta)
             checkpoint.prune(self._store, self._keep, self._log)
         except Exception as exc:  # noqa: BLE001 - a dead uploader thread would hang flush()
@@ -129,3 +134,9 @@ class CheckpointUploader:
         self.stats.seconds += result.seconds
         self._on_event({"event": "upload-done", "step": job.step, "bytes": result.bytes,
                         "seconds": round(result.seconds, 4), "files": result.files})
+
+
+def _release(job: UploadJob) -> None:
+    if job.release is not None:
+        job.release()
+        job.release = None

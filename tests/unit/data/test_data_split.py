@@ -162,3 +162,15 @@ def test_a_system_prompt_longer_than_the_limit_drops_everything_even_when_trunca
 def test_unknown_on_long_mode_is_refused(tiny):
     with pytest.raises(ValueError):
         split_conversation(TokenCounter(tiny), SYSTEM_PROMPT, conversation(1), 100, "squash")
+
+
+def test_literal_special_tokens_are_counted_as_the_template_counts_them(tokenizer):
+    """With --keep-special-tokens the text may hold '</s>'; the split must count it exactly
+    as the trainer's tokenization does (if template.tokenize ever changes how it calls the
+    tokenizer, TokenCounter must follow, and this fails)."""
+    turns = [(H, "what is </s> and <s>?"), (G, "the end </s> of a reply </s>")] * 3
+    whole = true_length(tokenizer, SYSTEM_PROMPT, turns)
+    result = split_conversation(TokenCounter(tokenizer), SYSTEM_PROMPT, turns, whole - 1)
+    check_segments(tokenizer, SYSTEM_PROMPT, result, whole - 1)
+    assert split_conversation(TokenCounter(tokenizer), SYSTEM_PROMPT, turns,
+                              whole).segments[0].tokens == whole

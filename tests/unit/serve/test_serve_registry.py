@@ -18,7 +18,7 @@ class Clock:
 
 
 def _info(worker_id: str, models=("m",), concurrency=2) -> WorkerInfo:
-    return WorkerInfo(worker_id=worker_id, url=f"http://127.0.0.1:{9000 + len(worker_id)}",
+    return WorkerInfo(worker_id=worker_id, url=f"http://127.0.0.1:{9000 + sum(map(ord, worker_id))}",
                       models=list(models), max_concurrency=concurrency,
                       identity={"cloud": "aws", "zone": "us-east-1a"})
 
@@ -84,3 +84,10 @@ def test_an_unwritable_registry_is_a_serve_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ServeError, match="registry"):
         Registry(blocker / "r.db", heartbeat_interval=1.0)
+
+
+def test_a_new_worker_at_an_old_address_replaces_it(tmp_path):
+    registry = Registry(tmp_path / "r.db", heartbeat_interval=1.0)
+    registry.register(WorkerInfo(worker_id="old", url="http://10.0.0.1:8001", models=["m"]))
+    registry.register(WorkerInfo(worker_id="new", url="http://10.0.0.1:8001", models=["m"]))
+    assert [w.worker_id for w in registry.workers()] == ["new"]
