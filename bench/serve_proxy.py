@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -289,5 +288,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    statistics  # noqa: B018 - imported for readers extending the report
     main()

@@ -26,6 +26,15 @@ DATA = "s3://vops-test-bucket/sharegpt/train.jsonl"
 SECRET_VALUE = "hf_sEcReT_value_9f8e7d"
 
 
+@pytest.fixture
+def launch_bucket(s3_server):
+    """The bucket a launch writes its price table to, on the moto server."""
+    from vicuna_ops import adaptors
+
+    adaptors.boto3().client("s3").create_bucket(Bucket="vops-test-bucket")
+    return BUCKET
+
+
 class FakeSky:
     """Records what would have reached SkyPilot's API server."""
 
@@ -166,6 +175,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(sky_offline, capsys, mo
     assert not (runs_folder() / "bad-run").exists()
 
 
+@pytest.mark.usefixtures("launch_bucket")
 def test_launch_records_the_run_and_keeps_the_secret_off_disk(sky_offline, capsys,
                                                                monkeypatch):
     fake = FakeSky(monkeypatch)
@@ -200,6 +210,13 @@ def test_launch_records_the_run_and_keeps_the_secret_off_disk(sky_offline, capsy
                                  "max_restarts_on_errors": 2, "disk_size_gb": 512}
     with Ledger() as ledger:
         assert [e["kind"] for e in ledger.events("run-l")] == ["launched"]
+    # The candidates' prices went to the bucket for the node's budget guard.
+    from vicuna_ops.cost.price_table import load_price_table
+    from vicuna_ops.storage import open_store
+
+    table = load_price_table(open_store(BUCKET).child("run-l"))
+    assert {(e.zone, e.spot) for e in table.prices} >= {
+        (c["zone"], True) for c in data["candidates"]}
 
     # The value is nowhere on disk under VOPS_HOME, nor in what vops printed.
     for path in Path(os.environ["VOPS_HOME"]).rglob("*"):
@@ -208,6 +225,7 @@ def test_launch_records_the_run_and_keeps_the_secret_off_disk(sky_offline, capsy
     assert SECRET_VALUE not in out and SECRET_VALUE not in err
 
 
+@pytest.mark.usefixtures("launch_bucket")
 def test_a_taken_name_is_refused_before_anything_is_written(sky_offline, capsys, monkeypatch):
     fake = FakeSky(monkeypatch)
     assert vops(capsys, "train", "--yes", "--bucket", BUCKET, "--data", DATA,
@@ -220,6 +238,7 @@ def test_a_taken_name_is_refused_before_anything_is_written(sky_offline, capsys,
     assert (runs_folder() / "run-t" / "task.yaml").read_text() == before
 
 
+@pytest.mark.usefixtures("launch_bucket")
 def test_a_failed_launch_is_recorded_and_can_be_retried(sky_offline, capsys, monkeypatch):
     fake = FakeSky(monkeypatch, fail=CloudError("SkyPilot could not launch: API server down"))
     code, _, err = vops(capsys, "train", "--yes", "--bucket", BUCKET, "--data", DATA,

@@ -12,14 +12,11 @@ from typing import Any, Sequence
 
 import yaml
 
+from vicuna_ops.bundled import bundled_file
 from vicuna_ops.errors import ConfigError, VopsError
 from vicuna_ops.launch.candidates import Candidate
 from vicuna_ops.launch.request import TrainRequest
 from vicuna_ops.launch.setup_source import NodeInstall, setup_script
-
-_REPO_SKY_DIR = Path(__file__).resolve().parents[2] / "sky"
-# Installed from a wheel, the templates ship inside the package.
-_PACKAGED_SKY_DIR = Path(__file__).resolve().parents[1] / "assets" / "sky"
 
 # Where the resolved recipe lands on the node (a file mount of runs/<run-id>/recipe.yaml).
 NODE_RECIPE_PATH = "/vops/run/recipe.yaml"
@@ -27,12 +24,13 @@ NODE_RECIPE_PATH = "/vops/run/recipe.yaml"
 
 def template_path(name: str) -> Path:
     """``sky/<name>.yaml`` from a checkout, else the copy packaged in vicuna_ops/assets/sky."""
-    for folder in (_REPO_SKY_DIR, _PACKAGED_SKY_DIR):
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            return path
-    raise VopsError(f"task template {name}.yaml not found in {_REPO_SKY_DIR} or "
-                    f"{_PACKAGED_SKY_DIR}", hint="reinstall vicuna-ops")
+    try:
+        path = bundled_file("sky", f"{name}.yaml")
+    except FileNotFoundError as exc:
+        raise VopsError(str(exc), hint="reinstall vicuna-ops") from exc
+    if not path.is_file():
+        raise VopsError(f"task template {path} not found", hint="reinstall vicuna-ops")
+    return path
 
 
 def load_template(name: str = "train") -> dict[str, Any]:

@@ -115,6 +115,7 @@ def launch(prepared: PreparedRun, environ: Mapping[str, str]) -> int:
             raise UserError(f"--secret {name}: {name} is not set in this environment")
         secrets[name] = environ[name]
     summary = prepared.summary()
+    _publish_price_table(prepared)
     with Ledger() as ledger:
         if ledger.has_run(req.run_id):  # a retry after a failed launch reuses the row
             ledger.update_run(req.run_id, status="launching", task_yaml=str(prepared.task_yaml),
@@ -135,6 +136,19 @@ def launch(prepared: PreparedRun, environ: Mapping[str, str]) -> int:
             "job_id": job_id, "placement": prepared.placement.infra,
             "estimate": prepared.estimate.cost})
     return job_id
+
+
+def _publish_price_table(prepared: PreparedRun) -> None:
+    """Put the candidates' prices in the run's bucket prefix (``prices.json``), where the
+    node's budget guard reads them: the node has no SkyPilot, hence no catalog. Writing it
+    before the launch also proves the bucket is reachable and writable, before any GPU
+    is paid for."""
+    from vicuna_ops.cost.price_table import table_from_candidates, write_price_table
+    from vicuna_ops.storage import open_store
+
+    req = prepared.request
+    table = table_from_candidates(prepared.candidates, str(req.gpus))
+    write_price_table(open_store(req.run_uri), table)
 
 
 def _check_name_free(run_id: str) -> None:
