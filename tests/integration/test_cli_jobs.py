@@ -165,3 +165,25 @@ def test_cancel_cancels_the_job_and_records_it(capsys, monkeypatch):
     with Ledger() as ledger:
         assert ledger.get_run("run-a")["status"] == "cancelled"
         assert [e["kind"] for e in ledger.events("run-a")] == ["cancelled"]
+
+
+def test_status_counts_attempts_and_shows_a_budget_stop(capsys, monkeypatch, tmp_path):
+    from vicuna_ops.segments import SegmentRecord, write_segment
+
+    FakeSky(monkeypatch, [job(5, "SUCCEEDED", 1)])
+    bucket = str(tmp_path / "bucket")
+    add_run("run-b", bucket, [5])
+    store = open_store(bucket).child("run-b")
+    for attempt, state in ((1, "preempted"), (2, "budget-stopped")):
+        write_segment(store, SegmentRecord(run_id="run-b", segment_id=f"train-{attempt}",
+                                           attempt=attempt, start=100.0 * attempt,
+                                           heartbeat=100.0 * attempt + 50, status=state))
+    code, out, err = vops(capsys, "status", "run-b", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["attempts"] == 2 and row["budget_stopped"] is True
+    assert row["status"] == "SUCCEEDED"  # what SkyPilot says; the ledger knows better
+    with Ledger() as ledger:
+        assert ledger.get_run("run-b")["status"] == "budget-stopped"
+    code, out, _ = vops(capsys, "status", "run-b")
+    assert code == 0 and "BUDGET-STOPPED" in out

@@ -303,3 +303,42 @@ def test_requests_on_a_hung_worker_move_when_it_is_dropped(make_serving):
         assert _metric(serving, 'vops_retries_total{reason="dropped"}') >= 1
     finally:
         frozen.send_signal(signal.SIGCONT)
+
+
+def test_a_spot_notice_drains_the_worker(make_serving):
+    """A fake GCP metadata server says ``preempted: TRUE``; the worker drains (its streams
+    finish, new requests go to the other worker) and exits with the code SkyPilot's
+    ``recover_on_exit_codes`` relaunches on."""
+    import http.server
+
+    class Metadata(http.server.BaseHTTPRequestHandler):
+        preempted = False
+
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            body = b"TRUE" if Metadata.preempted else b"FALSE"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    notice_url = f"http://127.0.0.1:{server.server_address[1]}/preempted"
+    try:
+        serving = make_serving(workers=1, rate=20.0)
+        spot = serving.add_worker((  # only this one watches the fake metadata server
+            "--gcp-notice-url", notice_url, "--notice-poll-seconds", "0.2",
+            "--signal-exit-code", "75"))
+        _wait(lambda: len(_workers(serving)) == 2, 20, "the spot worker to register")
+        with Load(serving.url, clients=6) as load:
+            time.sleep(1.0)
+            Metadata.preempted = True
+            assert spot.process.wait(timeout=15) == 75
+            time.sleep(0.5)
+        assert load.failures() == []
+        assert _metric(serving, "vops_stream_resumes_total") == 0
+    finally:
+        server.shutdown()

@@ -23,9 +23,10 @@ def status(
         return
     output.stdout.print(output.table(
         "training runs",
-        ["run", "job", "status", "recoveries", "where", "submitted", "ran", "checkpoint",
-         "note"],
-        [(r.run_id, r.job_id, r.status or r.ledger_status, r.recovery_count, r.infra,
+        ["run", "job", "status", "recoveries", "attempts", "where", "submitted", "ran",
+         "checkpoint", "note"],
+        [(r.run_id, r.job_id, "BUDGET-STOPPED" if r.budget_stopped else
+          r.status or r.ledger_status, r.recovery_count, r.attempts, r.infra,
           output.when(r.submitted_at), output.duration(r.job_duration),
           None if r.checkpoint_step is None else f"step {r.checkpoint_step}", r.problem)
          for r in rows]))

@@ -11,8 +11,10 @@ from typing import Any, Iterable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+# Piped or captured output gets wide tables rather than columns squeezed to 80 characters.
+_WIDTH = None if sys.stdout.isatty() else 220
+stdout = Console(soft_wrap=True, width=_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 220)
 
 
 def print_json(data: Any) -> None:

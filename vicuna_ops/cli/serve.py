@@ -363,6 +363,9 @@ def worker(
     stub_tokens: int = typer.Option(32, "--stub-tokens"),
     stub_rate: float = typer.Option(100.0, "--stub-rate"),
     signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
+    aws_notice_url: str = typer.Option(None, "--aws-notice-url", envvar="VOPS_AWS_NOTICE_URL"),
+    gcp_notice_url: str = typer.Option(None, "--gcp-notice-url", envvar="VOPS_GCP_NOTICE_URL"),
+    notice_poll: float = typer.Option(5.0, "--notice-poll-seconds"),
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Run a model worker (what the SkyPilot task and --local start)."""
@@ -384,7 +387,8 @@ def worker(
         max_concurrency=max_concurrency, max_queue=max_queue,
         heartbeat_interval=heartbeat_interval, drain_grace=drain_grace,
         cache_dir=cache_dir or vops_home() / "cache" / "models", stub_tokens=stub_tokens,
-        stub_rate=stub_rate, signal_exit_code=signal_exit_code, **extra)
+        stub_rate=stub_rate, signal_exit_code=signal_exit_code, aws_notice_url=aws_notice_url,
+        gcp_notice_url=gcp_notice_url, notice_poll=notice_poll, **extra)
     raise typer.Exit(run_worker(settings))
 
 

@@ -31,6 +31,8 @@ class RunStatus:
     job_duration: float | None
     checkpoint_step: int | None  # newest step whose MANIFEST.json exists in the bucket
     bucket: str | None
+    attempts: int | None = None  # training attempts with a segment record in the bucket
+    budget_stopped: bool = False  # the last attempt stopped at --max-cost
     problem: str | None = None  # why a part is missing (queue or bucket unreadable)
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,6 +57,8 @@ def status(run_id: str | None = None) -> list[RunStatus]:
         job_id = row["job_ids"][-1] if row["job_ids"] else None
         job = jobs.get(job_id) if job_id is not None else None
         step, bucket_problem = checkpoint_step(row["bucket"], row["run_id"])
+        attempts, stopped = _attempts(row["bucket"], row["run_id"]) if not bucket_problem else (
+            None, False)
         problem = "; ".join(p for p in (queue_problem if job_id is not None else None,
                                         bucket_problem) if p) or None
         if job_id is not None and job is None and queue_problem is None:
@@ -68,9 +72,10 @@ def status(run_id: str | None = None) -> list[RunStatus]:
             resources=job.resources if job else None,
             submitted_at=job.submitted_at if job else None,
             job_duration=job.job_duration if job else None,
-            checkpoint_step=step, bucket=row["bucket"], problem=problem))
+            checkpoint_step=step, bucket=row["bucket"], problem=problem,
+            attempts=attempts, budget_stopped=stopped))
         if job is not None:
-            _record_status(row, job)
+            _record_status(row, job, stopped)
     return out
 
 
@@ -96,6 +101,23 @@ def checkpoint_step(bucket: str | None, run_id: str) -> tuple[int | None, str | 
         return step, None
     except VopsError as exc:
         return None, f"bucket unreadable: {exc.message}"
+
+
+def _attempts(bucket: str | None, run_id: str) -> tuple[int | None, bool]:
+    """How many training attempts wrote a segment record, and whether the last one stopped
+    at its budget (SkyPilot reports such a job as SUCCEEDED)."""
+    if not bucket:
+        return None, False
+    from vicuna_ops.cost.sync import budget_stopped
+    from vicuna_ops.segments import read_segments
+    from vicuna_ops.storage import open_store
+
+    try:
+        records, _ = read_segments(open_store(bucket).child(run_id))
+    except VopsError:
+        return None, False
+    training = [r for r in records if r.kind == "train"]
+    return len({r.attempt for r in training}), budget_stopped(training)
 
 
 def job_id_of(run_id: str) -> int:
@@ -127,9 +149,9 @@ def _infra(job: sky_sdk.ManagedJob | None) -> str | None:
     return "/".join(p for p in (job.cloud, job.region, job.zone) if p) or None
 
 
-def _record_status(row: dict[str, Any], job: sky_sdk.ManagedJob) -> None:
+def _record_status(row: dict[str, Any], job: sky_sdk.ManagedJob, budget_stopped: bool) -> None:
     """Keep the ledger's status in step with SkyPilot's, so `vops runs` is current too."""
-    new = job.status.lower()
+    new = "budget-stopped" if budget_stopped and job.status == "SUCCEEDED" else job.status.lower()
     if row["status"] == new:
         return
     with Ledger() as ledger:

@@ -200,10 +200,11 @@ class LocalServing:
             if child.log_file:
                 child.log_file.close()
 
-    def add_worker(self) -> _Child:
+    def add_worker(self, extra_args: tuple[str, ...] = ()) -> _Child:
         """Start one more worker (it registers by itself)."""
         index = len(self.workers)
-        child = _Child(f"worker-{index}", self._worker_argv(index, _free_port(self.plan.host)),
+        argv = [*self._worker_argv(index, _free_port(self.plan.host)), *extra_args]
+        child = _Child(f"worker-{index}", argv,
                        self.plan.state_dir / "logs" / f"worker-{index}.log")
         self.workers.append(child)
         self._start(child)

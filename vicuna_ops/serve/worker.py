@@ -57,6 +57,7 @@ class WorkerSettings:
     stub_rate: float = 100.0
     aws_notice_url: str | None = None  # None: the node's own cloud's endpoint; "": off
     gcp_notice_url: str | None = None
+    notice_poll: float = 5.0  # seconds between two looks at the preemption notice
     signal_exit_code: int = 0  # after a drain; the SkyPilot task uses 75 (recover the job)
 
 
@@ -376,7 +377,7 @@ async def _watch_spot_notice(app: Any, settings: WorkerSettings) -> None:
                 app.state.worker.preempted = True
                 await drain(app, getattr(app.state, "server", None), reason=notice)
                 return
-        await asyncio.sleep(5.0)
+        await asyncio.sleep(settings.notice_poll)
 
 
 def run_worker(settings: WorkerSettings) -> int:

@@ -129,8 +129,12 @@ class Checkpointer:
         self._prewarmed = True
         model = trainer.accelerator.unwrap_model(trainer.model)
         shapes = (model.state_dict(), trainer.optimizer.state_dict())  # references: cheap
-        threading.Thread(target=lambda: self._give_back(snapshot.buffers_for(*shapes)),
-                         name="vops-prewarm", daemon=True).start()
+
+        def allocate() -> None:  # two: one the uploader is writing, one for the next capture
+            for _ in range(2):
+                self._give_back(snapshot.buffers_for(*shapes))
+
+        threading.Thread(target=allocate, name="vops-prewarm", daemon=True).start()
 
     def save(self, trainer: Any, trainer_save: Callable[[], None]) -> None:
         started = time.perf_counter()
