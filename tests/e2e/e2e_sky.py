@@ -6,6 +6,7 @@ job's status, keep the timings the suite reports.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -54,9 +55,11 @@ class Vops:
 
     def run(self, *args: str, timeout: float = 600, check: bool = True
             ) -> subprocess.CompletedProcess:
+        # umask 000: the folders the launcher creates in a shared-folder bucket (the run's
+        # prefix) must be writable by the Slurm user the nodes run as.
         proc = subprocess.run([str(self.cluster.venv / "bin" / "vops"), *args], env=self.env(),
                               capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, preexec_fn=lambda: os.umask(0))
         self._log(args, proc)
         if check and proc.returncode != 0:
             raise AssertionError(f"vops {' '.join(args)} exited {proc.returncode}:\n"

@@ -206,8 +206,8 @@ def test_status_of_a_local_controller_by_endpoint(capsys, tmp_path, monkeypatch)
         port = sock.getsockname()[1]
     serving = LocalServing(LocalPlan(model=None, backend="stub", port=port, workers=1,
                                      state_dir=tmp_path, start_timeout=60, grace=5))
-    serving.start()
     try:
+        serving.start()
         monkeypatch.setenv("VOPS_WORKER_TOKEN", serving.token)
         code, out, err = vops(capsys, "serve", "status", "--endpoint", serving.url, "--json")
         assert code == 0, err

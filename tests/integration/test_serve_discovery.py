@@ -93,3 +93,13 @@ def test_a_worker_follows_a_relaunched_controller(tmp_path):
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+    # both kinds of serving process left a segment record for `vops cost`
+    from vicuna_ops.segments import read_segments
+    from vicuna_ops.storage import open_store
+
+    records, problems = read_segments(open_store(bucket).child("demo"))
+    assert problems == []
+    kinds = {r.kind for r in records}
+    assert kinds == {"serve-worker", "serve-controller"}
+    worker = next(r for r in records if r.kind == "serve-worker")
+    assert worker.status == "finished" and worker.tokens >= 3 and worker.run_id == "demo"

@@ -15,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from vicuna_ops.serve.local import _die_with_parent
+
 pytestmark = pytest.mark.timeout(120)
 VOPS = [sys.executable, "-m", "vicuna_ops"]
 EXPECTED = "".join(f" t{i}" for i in range(32))
@@ -26,11 +28,31 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """Whatever a test does, no supervisor it started outlives it (they stop their
+    children)."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def _start_local(port: int, workers: int = 2) -> tuple[subprocess.Popen, dict]:
     process = subprocess.Popen(
         [*VOPS, "serve", "--local", "--backend", "stub", "--workers", str(workers),
          "--port", str(port), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_die_with_parent)  # even if pytest itself is killed
+    _started.append(process)
     line = process.stdout.readline()  # the --json summary, once every worker registered
     if not line:
         process.wait(timeout=10)
@@ -115,3 +137,17 @@ def test_bad_flags_are_one_line_errors(tmp_path):
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], (args, result.stderr)
+
+
+def test_status_of_a_local_deployment_lists_its_workers():
+    process, summary = _start_local(_port(), workers=2)
+    try:
+        result = subprocess.run([*VOPS, "serve", "status", "--endpoint", summary["endpoint"],
+                                 "--json"], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        view = json.loads(result.stdout)
+        assert {w["state"] for w in view["workers"]} == {"live"}
+        assert len(view["workers"]) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

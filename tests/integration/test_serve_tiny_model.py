@@ -53,8 +53,8 @@ def tiny(tmp_path_factory):
                      state_dir=tmp_path_factory.mktemp("state"), max_concurrency=2,
                      start_timeout=120, grace=5)
     serving = LocalServing(plan)
-    serving.start()
     try:
+        serving.start()
         yield openai.OpenAI(base_url=serving.url + "/v1", api_key="x", max_retries=0)
     finally:
         serving.stop()

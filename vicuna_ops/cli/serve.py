@@ -142,7 +142,8 @@ def status(
     from vicuna_ops.serve import deploy
 
     if endpoint:
-        view = deploy.controller_view(endpoint, os.environ.get(WORKER_TOKEN_ENV))
+        view = deploy.controller_view(endpoint, os.environ.get(WORKER_TOKEN_ENV)
+                                      or _local_token(endpoint))
         if as_json:
             output.print_json(view)
         else:
@@ -184,6 +185,20 @@ def status(
         output.info("no controller address published yet")
     else:
         _render_controller(report["controller"])
+
+
+def _local_token(endpoint: str) -> str | None:
+    """The token of a `vops serve --local` deployment on this machine, by its port."""
+    from urllib.parse import urlparse
+
+    from vicuna_ops.config import vops_home
+
+    try:
+        port = urlparse(endpoint).port
+    except ValueError:
+        return None
+    path = vops_home() / "serve" / f"local-{port}" / "worker.token"
+    return path.read_text().strip() if port and path.is_file() else None
 
 
 def _render_controller(view: dict) -> None:

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 from vicuna_ops.config import check_run_id
 from vicuna_ops.errors import UserError
+from vicuna_ops.launch import slurm
 from vicuna_ops.launch.accelerators import Gpus, parse_gpus
 from vicuna_ops.launch.candidates import parse_clouds, parse_names
 from vicuna_ops.recipe import Recipe, load_recipe
@@ -42,6 +43,7 @@ class TrainRequest:
     max_cost: float | None = None
     envs: Mapping[str, str] = field(default_factory=dict)
     secret_names: tuple[str, ...] = ()
+    cpu_node: slurm.NodeSize | None = None  # Slurm without --gpus: a CPU node of this size
 
     @property
     def run_uri(self) -> str:
@@ -61,9 +63,13 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
 
     environ = os.environ if environ is None else environ
     gpus_spec = parse_gpus(gpus) if gpus else None
-    cloud_list = parse_clouds(clouds)
+    on_slurm = slurm.parse(clouds)
+    cloud_list = on_slurm or parse_clouds(clouds)
     region_list = parse_names(regions, "--regions")
     zone_list = parse_names(zones, "--zones")
+    if on_slurm and (region_list or zone_list):
+        raise UserError("--regions/--zones do not apply to Slurm",
+                        hint="name the cluster with --clouds slurm/CLUSTER")
     if num_nodes < 1:
         raise UserError(f"--num-nodes must be at least 1, not {num_nodes}")
     if max_restarts_on_errors < 0:
@@ -71,8 +77,9 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
                         f"{max_restarts_on_errors}")
     check_max_steps(max_steps)
     check_max_cost(max_cost)
-    bucket_uri = check_cloud_bucket(bucket or default_bucket)
-    data_uri = check_data(data)
+    # A Slurm cluster's nodes share a filesystem with the login node: a path is a bucket.
+    bucket_uri = check_cloud_bucket(bucket or default_bucket, allow_local=bool(on_slurm))
+    data_uri = check_data(data, allow_local=bool(on_slurm))
     user_envs = parse_envs(envs)
     secret_names = parse_secret_names(secrets, environ)
     clash = sorted(set(user_envs) & set(secret_names))
@@ -85,10 +92,12 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
     run_id = check_run_id(name) if name else default_run_id(loaded.name)
     return TrainRequest(
         run_id=run_id, recipe=loaded, recipe_ref=recipe, bucket=bucket_uri,
-        gpus=gpus_spec or parse_gpus(loaded.resources.gpus), use_spot=use_spot,
+        gpus=gpus_spec or parse_gpus(loaded.resources.gpus),
+        use_spot=use_spot and not on_slurm,  # Slurm has no spot market
         clouds=cloud_list, regions=region_list, zones=zone_list, num_nodes=num_nodes,
         max_restarts_on_errors=max_restarts_on_errors, data=data_uri, max_steps=max_steps,
-        max_cost=max_cost, envs=user_envs, secret_names=secret_names)
+        max_cost=max_cost, envs=user_envs, secret_names=secret_names,
+        cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None)
 
 
 def default_run_id(recipe_name: str) -> str:
@@ -97,7 +106,7 @@ def default_run_id(recipe_name: str) -> str:
     return check_run_id(f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def check_cloud_bucket(bucket: str | None) -> str:
+def check_cloud_bucket(bucket: str | None, allow_local: bool = False) -> str:
     """An s3:// or gs:// bucket URI, canonical; a node cannot reach a local path."""
     from vicuna_ops.storage import parse_uri
 
@@ -106,14 +115,14 @@ def check_cloud_bucket(bucket: str | None) -> str:
                         hint="pass --bucket s3://BUCKET/runs or gs://BUCKET/runs, or set "
                              "default_bucket in $VOPS_HOME/config.yaml")
     parsed = parse_uri(bucket)
-    if parsed.is_local:
+    if parsed.is_local and not allow_local:
         raise UserError(f"--bucket {bucket!r} is a local path, which a cloud node cannot reach",
                         hint="use s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (or `vops train "
                              "--local` to train here)")
     return parsed.uri
 
 
-def check_data(data: str | None) -> str | None:
+def check_data(data: str | None, allow_local: bool = False) -> str | None:
     """``--data``: a bucket URI (checked), or a form the node resolves itself (https://,
     hf://, builtin:...). A local path is refused: the node cannot read it."""
     if data is None:
@@ -125,7 +134,7 @@ def check_data(data: str | None) -> str | None:
         from vicuna_ops.storage import parse_uri
 
         parsed = parse_uri(text)
-        if parsed.is_local:
+        if parsed.is_local and not allow_local:
             raise UserError(f"--data {data!r} is a local path, which a cloud node cannot read",
                             hint="copy it to a bucket and pass s3://... or gs://...")
         return parsed.uri

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from vicuna_ops.config import run_dir as make_run_dir
 from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
-from vicuna_ops.launch import sky_sdk
+from vicuna_ops.launch import sky_sdk, slurm
 from vicuna_ops.launch.accelerators import canonical_gpus
 from vicuna_ops.launch.candidates import Candidate, zone_candidates
 from vicuna_ops.launch.plan import Estimate, estimate
@@ -77,12 +77,16 @@ class PreparedRun:
 def prepare(request: TrainRequest) -> PreparedRun:
     """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
     _check_name_free(request.run_id)
-    # Canonical name first (cheap); a name or count no cloud offers is explained by
-    # zone_candidates when it finds nothing, so the happy path asks the catalog once.
-    gpus = canonical_gpus(request.gpus, request.clouds)
-    request = _with_gpus(request, gpus)
-    candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
-                                 zones=request.zones, use_spot=request.use_spot)
+    on_slurm = slurm.targets(request.clouds)
+    if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
+        gpus, candidates = request.gpus, []
+    else:
+        # Canonical name first (cheap); a name or count no cloud offers is explained by
+        # zone_candidates when it finds nothing, so the happy path asks the catalog once.
+        gpus = canonical_gpus(request.gpus, request.clouds)
+        request = _with_gpus(request, gpus)
+        candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
+                                     zones=request.zones, use_spot=request.use_spot)
     install = node_install()
     existed = (runs_dir() / request.run_id).exists()
     folder = make_run_dir(request.run_id)
@@ -91,8 +95,12 @@ def prepare(request: TrainRequest) -> PreparedRun:
         recipe_yaml.write_text(dump_recipe(request.recipe))
         task = build_train_task(load_template("train"), request, candidates, install,
                                 str(recipe_yaml))
+        if on_slurm:
+            task = slurm.train_task(task, request)
         task_yaml = write_task_yaml(folder, "task", task)
         placement = validate_task_file(task_yaml).placement
+        if on_slurm:
+            candidates = [slurm.candidate(placement)]
         _check_placement(placement, candidates)
     except BaseException:
         if not existed:
@@ -147,7 +155,8 @@ def _publish_price_table(prepared: PreparedRun) -> None:
     from vicuna_ops.storage import open_store
 
     req = prepared.request
-    table = table_from_candidates(prepared.candidates, str(req.gpus))
+    table = table_from_candidates(prepared.candidates,
+                                  None if req.cpu_node else str(req.gpus))
     write_price_table(open_store(req.run_uri), table)
 
 

@@ -73,6 +73,12 @@ class LocalServing:
         plan.state_dir.mkdir(parents=True, exist_ok=True)
         (plan.state_dir / "logs").mkdir(exist_ok=True)
         self.registry_path = plan.state_dir / "registry.db"
+        # for `vops serve status --endpoint` on this machine; removed again by stop()
+        self.token_path = plan.state_dir / "worker.token"
+        self.token_path.unlink(missing_ok=True)
+        fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.token)
         for stale in plan.state_dir.glob("registry.db*"):  # workers of an earlier run
             stale.unlink()
         self.controller = _Child("controller", self._controller_argv(),
@@ -199,6 +205,7 @@ class LocalServing:
         for child in [self.controller, *self.workers]:
             if child.log_file:
                 child.log_file.close()
+        self.token_path.unlink(missing_ok=True)
 
     def add_worker(self, extra_args: tuple[str, ...] = ()) -> _Child:
         """Start one more worker (it registers by itself)."""

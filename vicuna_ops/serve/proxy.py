@@ -252,6 +252,7 @@ class Proxy:
 
     async def _relay(self, call: Call, stream: "_Stream") -> AsyncIterator[bytes]:
         relayed: list[str] = []  # the text the client has received
+        finished = False  # a finish_reason reached the client: the answer is complete
         resumes = 0
         try:
             while True:
@@ -262,7 +263,9 @@ class Proxy:
                         if event == DONE_EVENT:
                             yield event
                             return
-                        relayed.append(_event_text(event))
+                        text, finish = _event_text(event)
+                        relayed.append(text)
+                        finished = finished or finish
                         yield event
                         event = await stream.next_event()
                     raise _WorkerFailed("stream_cut", down=True)  # ended without [DONE]
@@ -272,6 +275,9 @@ class Proxy:
                     failure = exc
                 self._failed(stream.lease.worker, failure)
                 await stream.close()
+                if finished:  # only [DONE] (and maybe the usage chunk) was lost
+                    yield DONE_EVENT
+                    return
                 if resumes >= self.settings.max_resumes:
                     yield _error_event(ApiError(502, "the worker failed mid-stream too often",
                                                 type="server_error", code="worker_failed"))
@@ -342,13 +348,16 @@ class _Stream:
                 response.close()  # abandoned mid-body: drop it, so the worker stops
 
 
-def _event_text(event: bytes) -> str:
+def _event_text(event: bytes) -> tuple[str, bool]:
+    """The text a relayed event adds, and whether it carries a finish reason."""
     if not event.startswith(b"data: {"):
-        return ""
+        return "", False
     try:
-        return chunk_text(json.loads(event[6:]))
+        data = json.loads(event[6:])
+        choices = data.get("choices") or [{}]
+        return chunk_text(data), bool(choices[0].get("finish_reason"))
     except (ValueError, AttributeError, TypeError, KeyError, IndexError):
-        return ""
+        return "", False
 
 
 def _error_event(error: ApiError) -> bytes:

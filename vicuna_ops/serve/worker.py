@@ -154,10 +154,11 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
         state.active += 1
         slot = _Slot(state)
         if not parsed.stream:
+            stats = GenerationStats()
             try:
-                text, stats = await _collect(backend, job)
+                text = await _collect(backend, job, stats, request)
             finally:
-                slot.release()
+                slot.release(stats.completion_tokens)
             make = protocol.chat_response if chat else protocol.completion_response
             return JSONResponse(make(request_id, backend.model_name, text,
                                      stats.finish_reason or "stop", job.prompt_tokens,
@@ -243,18 +244,25 @@ class _Slot:
         weakref.finalize(obj, self.release)
 
 
-async def _collect(backend: Any, job: _Job) -> tuple[str, GenerationStats]:
-    stats = GenerationStats()
+async def _collect(backend: Any, job: _Job, stats: GenerationStats, request: Any) -> str:
+    """The whole answer of a non-streamed request; stops early if the caller hangs up."""
     if job.params.max_tokens <= 0:
         stats.finish_reason = "length"
-        return "", stats
+        return ""
+    pieces: list[str] = []
+    stream = backend.generate(job.prompt, job.params, stats)
     try:
-        pieces = [piece async for piece in backend.generate(job.prompt, job.params, stats)]
+        async for piece in stream:
+            pieces.append(piece)
+            if len(pieces) % 16 == 0 and await request.is_disconnected():
+                break  # nobody will read the answer: stop generating it
     except Exception as exc:  # a 500 makes the controller try another worker
         log.exception("generation failed")
         raise ApiError(500, f"generation failed: {type(exc).__name__}",
                        type="server_error", code="generation_failed") from None
-    return "".join(pieces), stats
+    finally:
+        await stream.aclose()
+    return "".join(pieces)
 
 
 def _event(obj: dict) -> bytes:

@@ -22,7 +22,7 @@ from vicuna_ops.train import snapshot
 from vicuna_ops.train.args import World
 from vicuna_ops.train.data import EpochShuffleSampler
 from vicuna_ops.train.progress import Reporter
-from vicuna_ops.train.uploader import CheckpointUploader, UploadJob
+from vicuna_ops.train.uploader import CheckpointUploader, UploadJob, lower_priority
 
 _transformers = adaptors.transformers()
 
@@ -131,6 +131,7 @@ class Checkpointer:
         shapes = (model.state_dict(), trainer.optimizer.state_dict())  # references: cheap
 
         def allocate() -> None:  # two: one the uploader is writing, one for the next capture
+            lower_priority()
             for _ in range(2):
                 self._give_back(snapshot.buffers_for(*shapes))
 

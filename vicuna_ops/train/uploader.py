@@ -12,6 +12,7 @@ on and the next checkpoint tries again.
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -96,6 +97,7 @@ class CheckpointUploader:
         return done
 
     def _run(self) -> None:
+        lower_priority()
         while True:
             with self._cond:
                 while self._pending is None and not self._closed:
@@ -134,6 +136,16 @@ class CheckpointUploader:
         self.stats.seconds += result.seconds
         self._on_event({"event": "upload-done", "step": job.step, "bytes": result.bytes,
                         "seconds": round(result.seconds, 4), "files": result.files})
+
+
+def lower_priority(niceness: int = 10) -> None:
+    """Nice this thread (Linux threads have their own niceness; the threads it starts, such as
+    boto3's transfer pool, inherit it): when CPUs are short, training goes first and the
+    upload, which has a whole checkpoint interval to finish, waits."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 def _release(job: UploadJob) -> None:

@@ -1,0 +1,127 @@
+"""Training tokens/s of the tiny recipe through the vops trainer against a bare HF Trainer on
+the same model and data without our callbacks.
+
+    vops   VopsTrainer + our callback (progress events, heartbeat counters, stop checks), a
+           checkpoint every 10 steps captured and uploaded in the background to moto S3,
+           segment heartbeats to the bucket
+    bare   transformers.Trainer with the same TrainingArguments, no saves, no callbacks of ours
+
+Tokens are the non-padding tokens of the batches; time is the ``train()`` call. Rounds
+alternate (vops, bare, vops, ...) in this one process so machine load hits both; the medians
+are compared. Target: vops / bare >= 0.95.
+
+    python bench/train_tokens_per_s.py [--rounds 3] [--steps 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from checkpoint_blocking import start_moto  # noqa: E402
+
+
+def one_round(kind: str, recipe, dataset, tokenizer, store, workdir: Path, index: int) -> float:
+    import transformers
+
+    from vicuna_ops.train.args import World
+    from vicuna_ops.train.callbacks import VopsCallback
+    from vicuna_ops.train.data import PadCollator
+    from vicuna_ops.train.heartbeat import SegmentHeartbeat
+    from vicuna_ops.train.model import build_model
+    from vicuna_ops.train.preemption import StopFlag
+    from vicuna_ops.train.progress import Reporter
+    from vicuna_ops.train.trainer import Checkpointer, VopsTrainer, training_arguments
+    from vicuna_ops.train.uploader import CheckpointUploader
+
+    world = World(0, 0, 1)
+    args = training_arguments(recipe, output_dir=workdir / f"{kind}-{index}",
+                              max_steps=recipe.train.max_steps, world=world, cuda=False)
+    model = build_model(recipe, tokenizer, attn_implementation="sdpa")
+    collator = PadCollator(tokenizer.pad_token_id)
+    if kind == "bare":
+        args.save_strategy = "no"
+        trainer = transformers.Trainer(model=model, args=args, train_dataset=dataset,
+                                       data_collator=collator)
+        trainer.remove_callback(transformers.PrinterCallback)
+        uploader = heartbeat = None
+    else:
+        run_store = store.child(f"run-{index}")
+        reporter = Reporter(enabled=True, json_events=True, out=io.StringIO(),
+                            err=io.StringIO())  # formatted and written, as in a real run
+        uploader = CheckpointUploader(run_store, 2, on_event=reporter.event)
+        heartbeat = SegmentHeartbeat(run_store, "bench", attempt=1, first_step=0,
+                                     interval_s=1.0)
+        heartbeat.start()
+        checkpointer = Checkpointer(uploader=uploader, local_root=workdir / f"local-{index}",
+                                    world=world, meta=lambda state: {}, reporter=reporter)
+        callback = VopsCallback(reporter=reporter, stop_flag=StopFlag(), heartbeat=heartbeat,
+                                world_size=1)
+        trainer = VopsTrainer(model=model, args=args, train_dataset=dataset,
+                              data_collator=collator, callbacks=[callback],
+                              sampler_seed=recipe.train.seed, checkpointer=checkpointer)
+        trainer.remove_callback(transformers.PrinterCallback)
+    started = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - started
+    if uploader is not None:
+        uploader.close()
+        heartbeat.finish("finished")
+        assert uploader.stats.published, "no checkpoint was uploaded"
+    return trainer.state.num_input_tokens_seen / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's (40)")
+    options = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from vicuna_ops.recipe import load_recipe
+    from vicuna_ops.storage import open_store
+    from vicuna_ops.tokenizer import build_tiny_tokenizer
+    from vicuna_ops.train.data import load_conversations
+    from vicuna_ops.train.runner import configure_determinism, quiet_libraries
+
+    quiet_libraries()
+    threads = configure_determinism(cuda=False)
+    recipe = load_recipe("tiny")
+    if options.steps:
+        recipe = recipe.model_copy(update={"train": recipe.train.model_copy(
+            update={"max_steps": options.steps})})
+    tokenizer = build_tiny_tokenizer()
+    dataset, _ = load_conversations("builtin:tiny-chat", tokenizer, recipe.data.max_length)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        moto = start_moto(workdir)
+        try:
+            store = open_store("s3://bench/tokens")
+            speeds: dict[str, list[float]] = {"vops": [], "bare": []}
+            one_round("bare", recipe, dataset, tokenizer, store, workdir, -1)  # warm-up
+            for index in range(options.rounds):
+                for kind in ("vops", "bare"):
+                    speeds[kind].append(one_round(kind, recipe, dataset, tokenizer, store,
+                                                  workdir, index))
+        finally:
+            moto.stop()
+    vops, bare = statistics.median(speeds["vops"]), statistics.median(speeds["bare"])
+    print(f"tiny recipe, {recipe.train.max_steps} steps x {recipe.train.global_batch_size} "
+          f"conversations, CPU, {threads} threads, {options.rounds} alternating rounds")
+    for kind, values in speeds.items():
+        each = " ".join(f"{v:,.0f}" for v in values)
+        print(f"  {kind:<5} median {statistics.median(values):10,.0f} tokens/s  (each: {each})")
+    ratio = vops / bare
+    print(f"ratio vops/bare = {ratio:.3f}  (target >= 0.95: {'PASS' if ratio >= 0.95 else 'FAIL'})")
+
+
+if __name__ == "__main__":
+    main()
