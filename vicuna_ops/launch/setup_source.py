@@ -95,7 +95,8 @@ def setup_script() -> str:
 
 _SETUP = r"""set -euo pipefail
 # vicuna-ops setup: one venv per node, reused when it already holds this install.
-VENV="@VENV@"
+# VOPS_NODE_VENV: a venv kept outside $HOME (Slurm deletes a cluster's $HOME; launch/slurm.py)
+VENV="${VOPS_NODE_VENV:-@VENV@}"
 MARKER="$VENV/.vops-install-id"
 if [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$VOPS_INSTALL_ID" ]; then
   echo "vops: $VOPS_INSTALL_ID already installed in $VENV, skipping setup"

@@ -252,9 +252,12 @@ set -euo pipefail
 VOPS_USER_HOME="$(getent passwd "$(id -un)" | cut -d: -f6)"
 VOPS_EXTRAS="$(printf '%s' "$VOPS_INSTALL" | sed -n 's/.*\[\(.*\)\].*/\1/p' | tr -c 'A-Za-z0-9\n' '-')"
 VOPS_VENV_DIR="$VOPS_USER_HOME/@ROOT@/venv-${VOPS_EXTRAS:-base}"
-mkdir -p "$VOPS_VENV_DIR" "$HOME/.vops"
+mkdir -p "$(dirname "$VOPS_VENV_DIR")" "$HOME/.vops"
 exec 9>"$VOPS_VENV_DIR.lock"
 flock 9  # tasks of this user starting together install one at a time
+# Installed through its real path (scripts' shebangs name it); the task's run finds it at
+# $HOME/vops-venv as on a cloud node.
+export VOPS_NODE_VENV="$VOPS_VENV_DIR"
 ln -sfn "$VOPS_VENV_DIR" "$HOME/vops-venv"
 if [ -n "${VOPS_NODE_CONSTRAINTS:-}" ]; then
   printf '%s\n' $VOPS_NODE_CONSTRAINTS > "$HOME/.vops/constraints.txt"
