@@ -34,14 +34,20 @@ SIZES = {  # hidden, intermediate, layers, heads, per-device batch, max_length
 }
 
 
-def start_moto(workdir: Path):
+def start_moto(workdir: Path, niceness: int = 0):
+    """moto's S3 server on loopback (the tests' helper), env pointed at it, bucket 'bench'.
+
+    ``niceness``: a real bucket is not on the training machine; niced, moto's own CPU use
+    does not compete with the training the way a remote S3 server would not.
+    """
     import boto3
     from fixtures.network import start_service
 
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
            "AWS_DEFAULT_REGION": "us-east-1"}
-    service = start_service("moto", lambda port: [sys.executable, "-m", "moto.server", "-H",
-                                                  "127.0.0.1", "-p", str(port)],
+    nice = ["nice", "-n", str(niceness)] if niceness else []
+    service = start_service("moto", lambda port: [*nice, sys.executable, "-m", "moto.server",
+                                                  "-H", "127.0.0.1", "-p", str(port)],
                             workdir, ready_path="/moto-api/", env=env)
     os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                            "AWS_DEFAULT_REGION")})

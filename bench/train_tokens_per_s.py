@@ -60,7 +60,7 @@ def one_round(kind: str, recipe, dataset, tokenizer, store, workdir: Path, index
                             err=io.StringIO())  # formatted and written, as in a real run
         uploader = CheckpointUploader(run_store, 2, on_event=reporter.event)
         heartbeat = SegmentHeartbeat(run_store, "bench", attempt=1, first_step=0,
-                                     interval_s=1.0)
+                                     interval_s=30.0)  # the node's default
         heartbeat.start()
         checkpointer = Checkpointer(uploader=uploader, local_root=workdir / f"local-{index}",
                                     world=world, meta=lambda state: {}, reporter=reporter)
@@ -102,7 +102,7 @@ def main() -> None:
     dataset, _ = load_conversations("builtin:tiny-chat", tokenizer, recipe.data.max_length)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        moto = start_moto(workdir)
+        moto = start_moto(workdir, niceness=10)  # S3 is not on a training node's CPUs
         try:
             store = open_store("s3://bench/tokens")
             speeds: dict[str, list[float]] = {"vops": [], "bare": []}

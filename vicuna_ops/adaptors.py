@@ -28,6 +28,7 @@ _EXTRAS = {
     "uvicorn": "serve",
     "httpx": "serve",
     "prometheus_client": "serve",
+    "aiohttp": "serve",
     "matplotlib": "plot",
 }
 

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from e2e_cluster import LocalSlurm
-from e2e_sky import JobWatch, Timings, Vops, wait_for
+from e2e_sky import TERMINAL, JobWatch, Timings, Vops, wait_for
 
-pytestmark = pytest.mark.e2e
+# The module's fixture (launch, preemption, recovery) runs inside the first test's timeout.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 # Enough steps that a checkpoint lands well before the end (the tiny recipe checkpoints every
 # 10 steps), few enough that both trainings take seconds.
@@ -56,6 +57,24 @@ def _latest_step(run_prefix: Path) -> int | None:
     if not (run_prefix / name / "MANIFEST.json").exists():
         return None
     return int(name.rsplit("_", 1)[-1])
+
+
+def _checkpoint_or_failure(watch: JobWatch, prefix: Path):
+    """A probe for the first checkpoint that also fails fast when the job ends without one."""
+    last_check = [time.time()]
+
+    def probe() -> int | None:
+        step = _latest_step(prefix)
+        if step is None and time.time() - last_check[0] > 5:
+            last_check[0] = time.time()
+            job = watch.poll()
+            if job and job["status"] in TERMINAL:
+                raise AssertionError(f"job {watch.job_id} ended {job['status']} before its "
+                                     f"first checkpoint: {job['failure_reason']}; "
+                                     f"{watch.history()}")
+        return step
+
+    return probe
 
 
 def _free_port() -> int:
@@ -109,7 +128,7 @@ def preempted_run(slurm_cluster: LocalSlurm, e2e_timings: Timings,
 
     # Preempt right after the first checkpoint: the relaunch must not start from scratch.
     prefix = bucket / run_id
-    first = wait_for("a checkpoint in the bucket", lambda: _latest_step(prefix),
+    first = wait_for("a checkpoint in the bucket", _checkpoint_or_failure(watch, prefix),
                      timeout=600, interval=0.2)
     t_cancel = cluster.preempt(allocation)
     e2e_timings.add("train: RUNNING -> first checkpoint", t_cancel - watch.first_seen("RUNNING"))

@@ -42,7 +42,8 @@ class VopsCallback(_transformers.TrainerCallback):
         if self._heartbeat is not None:
             self._heartbeat.update(steps=state.global_step, tokens=self.tokens,
                                    epoch=state.epoch or 0.0)
-        if self.stopped_at is None and self._any_rank(self._flag.is_set(), args):
+        if self.stopped_at is None and any_rank(self._flag.is_set(), self._world_size,
+                                                args.device):
             request = self._flag.request_made
             self.stopped_at = state.global_step
             control.should_save = True
@@ -70,13 +71,15 @@ class VopsCallback(_transformers.TrainerCallback):
             "tokens": tokens, "tokens_per_s": round(self.tokens_per_s or 0.0, 1)})
         return control
 
-    def _any_rank(self, flag: bool, args: Any) -> bool:
-        if self._world_size <= 1:
-            return flag
-        torch = adaptors.torch()
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()):
-            return flag
-        value = torch.tensor([1 if flag else 0], device=args.device)
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return bool(value.item())
+
+def any_rank(flag: bool, world_size: int, device: Any) -> bool:
+    """True on every rank when it is true on any: a collective decision (MAX all-reduce)."""
+    if world_size <= 1:
+        return flag
+    torch = adaptors.torch()
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from array import array
 import random
 import re
 from collections import Counter
@@ -177,7 +178,8 @@ class ConversationDataset:
         digest = hashlib.sha256()
         for sample in self._samples:
             digest.update(len(sample.input_ids).to_bytes(4, "little"))
-            digest.update(json.dumps([sample.input_ids, sample.labels]).encode())
+            digest.update(array("q", sample.input_ids).tobytes())
+            digest.update(array("q", sample.labels).tobytes())
         return digest.hexdigest()
 
 

@@ -89,22 +89,24 @@ def run(args: TrainArgs, reporter: Reporter | None = None) -> Outcome:
     stop_flag = StopFlag()
     aws_url, gcp_url = notice_urls(str(identity.get("cloud", "local")),
                                    args.aws_notice_url, args.gcp_notice_url)
+    if world.local_rank != 0:  # one poller per node; the ranks agree at each step anyway
+        aws_url = gcp_url = None
     watcher = PreemptionWatcher(stop_flag, aws_url=aws_url, gcp_url=gcp_url,
                                 aws_token_url=args.aws_token_url or None,
                                 poll_s=args.notice_poll_s, log=reporter.log)
-    watcher.start()
-    heartbeat = None
-    if world.is_main:
-        attempt, earlier = next_attempt(run_store)
-        heartbeat = SegmentHeartbeat(
-            run_store, args.run_id, attempt=attempt, first_step=None,
-            interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
-            max_cost=args.max_cost, log=reporter.log, identity=identity)
-        heartbeat.start()
-    session = Session(args, recipe, world, reporter, run_store,
-                      Path(args.workdir) / args.run_id, stop_flag, heartbeat)
+    heartbeat: SegmentHeartbeat | None = None
     status = "failed"
     try:
+        watcher.start()
+        if world.is_main:
+            attempt, earlier = next_attempt(run_store)
+            heartbeat = SegmentHeartbeat(
+                run_store, args.run_id, attempt=attempt, first_step=None,
+                interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
+                max_cost=args.max_cost, log=reporter.log, identity=identity)
+            heartbeat.start()
+        session = Session(args, recipe, world, reporter, run_store,
+                          Path(args.workdir) / args.run_id, stop_flag, heartbeat)
         reporter.event({"event": "start", "run_id": args.run_id, "recipe": recipe.name,
                         "bucket": run_store.uri, "rank": world.rank,
                         "max_steps": args.max_steps or recipe.train.max_steps,
@@ -131,7 +133,7 @@ def _already_finished(session: Session) -> Outcome | None:
 
 
 def _train(session: Session) -> Outcome:
-    from vicuna_ops.train.callbacks import VopsCallback
+    from vicuna_ops.train.callbacks import VopsCallback, any_rank
     from vicuna_ops.train.data import PadCollator
     from vicuna_ops.train.model import build_model, parameter_count, resolve_attn_implementation
     from vicuna_ops.train.trainer import Checkpointer, VopsTrainer, training_arguments
@@ -142,7 +144,8 @@ def _train(session: Session) -> Outcome:
     threads = configure_determinism(cuda)
     hf_args = training_arguments(recipe, output_dir=session.workdir / "hf",
                                  max_steps=args.max_steps or recipe.train.max_steps,
-                                 world=world, cuda=cuda)  # initialises torch.distributed
+                                 world=world, cuda=cuda)
+    _ = hf_args.device  # sets up torch.distributed under torchrun: the barriers below need it
     restored = _restore(session)
     if session.heartbeat is not None:
         session.heartbeat.resumed_at(restored.step if restored else 0)
@@ -159,9 +162,9 @@ def _train(session: Session) -> Outcome:
     reporter.log(f"model: {parameter_count(model):,} parameters, attention {attn}, "
                  f"{'bf16' if hf_args.bf16 else 'fp32'}, {world.size} process(es), "
                  f"{threads} CPU thread(s)")
-    first_step = restored.step if restored else 0
-    if session.stop_flag.is_set():  # noticed while starting up: nothing new to save
-        return _stopped(session, first_step, uploader=None)
+    if any_rank(session.stop_flag.is_set(), world.size, hf_args.device):
+        # noticed while starting up: nothing new to save, so stop before the first step
+        return _stopped(session, restored.step if restored else 0, uploader=None)
 
     uploader = None
     local_ckpts = session.workdir / "checkpoints"
@@ -280,7 +283,7 @@ def _barrier(world: World) -> None:
 
 def _tokenizer(session: Session) -> Any:
     from vicuna_ops.tokenizer import load_tokenizer
-    from vicuna_ops.train.model import is_bucket_uri, materialize_folder
+    from vicuna_ops.train.model import is_bucket_uri
 
     recipe = session.recipe
     source = recipe.tokenizer or recipe.model.name_or_path
@@ -288,7 +291,7 @@ def _tokenizer(session: Session) -> Any:
         raise UserError(f"recipe {recipe.name!r} names no tokenizer",
                         hint="set tokenizer: builtin:tiny, a folder or a hub id")
     if is_bucket_uri(source):
-        source = str(materialize_folder(source, session.workdir / "tokenizer"))
+        source = str(_download_once(session, source, "tokenizer"))
     tokenizer = load_tokenizer(source)
     if tokenizer.pad_token_id is None:  # LLaMA ships none; pad positions carry no loss
         tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token
@@ -296,12 +299,23 @@ def _tokenizer(session: Session) -> Any:
 
 
 def _model_dir(session: Session) -> Path | None:
-    from vicuna_ops.train.model import is_bucket_uri, materialize_folder
+    from vicuna_ops.train.model import is_bucket_uri
 
     name = session.recipe.model.name_or_path
     if session.recipe.model.tiny is None and is_bucket_uri(name):
-        return materialize_folder(str(name), session.workdir / "model")
+        return _download_once(session, str(name), "model")
     return None
+
+
+def _download_once(session: Session, uri: str, what: str) -> Path:
+    """A bucket folder (model, tokenizer) fetched by local rank 0; the node's others wait."""
+    from vicuna_ops.train.model import materialize_folder
+
+    dest = session.workdir / what
+    if session.world.local_rank == 0:
+        materialize_folder(uri, dest)
+    _barrier(session.world)
+    return dest
 
 
 def _dataset(session: Session, tokenizer: Any) -> tuple[Any, str, str]:
