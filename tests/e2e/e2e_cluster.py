@@ -180,6 +180,12 @@ class LocalSlurm:
         ids = [a[0] for a in self.allocations() if a[1] == cluster_name_on_cloud]
         return ids[0] if len(ids) == 1 else None
 
+    def allocation_named(self, prefix: str) -> str | None:
+        """The one Slurm job whose name starts with ``prefix``. A managed job's cluster on
+        Slurm is named ``<job name>-<job id>-<user hash>``."""
+        ids = [a[0] for a in self.allocations() if a[1].startswith(prefix)]
+        return ids[0] if len(ids) == 1 else None
+
     def preempt(self, slurm_job_id: str) -> float:
         """``scancel`` an allocation: to SkyPilot, the node is gone. Returns when it was."""
         t = time.time()

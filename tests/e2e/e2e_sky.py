@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from e2e_cluster import LocalSlurm
 
@@ -140,6 +142,27 @@ class JobWatch:
             return None
 
         return wait_for(f"job {self.job_id} to be {sorted(wanted)}", probe, timeout, interval)
+
+    @contextmanager
+    def polling_in_background(self, interval: float = 1.0) -> Iterator[None]:
+        """Record statuses from a thread while the caller watches something else."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001 - a failed read is retried; until() reports
+                    pass
+                stop.wait(interval)
+
+        thread = threading.Thread(target=loop, name="e2e-job-watch", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=150)
 
     def first_seen(self, status: str, after: float = 0.0) -> float | None:
         return next((t for t, s, _ in self.seen if s == status and t >= after), None)

@@ -61,17 +61,12 @@ def _latest_step(run_prefix: Path) -> int | None:
 
 def _checkpoint_or_failure(watch: JobWatch, prefix: Path):
     """A probe for the first checkpoint that also fails fast when the job ends without one."""
-    last_check = [time.time()]
 
     def probe() -> int | None:
         step = _latest_step(prefix)
-        if step is None and time.time() - last_check[0] > 5:
-            last_check[0] = time.time()
-            job = watch.poll()
-            if job and job["status"] in TERMINAL:
-                raise AssertionError(f"job {watch.job_id} ended {job['status']} before its "
-                                     f"first checkpoint: {job['failure_reason']}; "
-                                     f"{watch.history()}")
+        if step is None and watch.seen and watch.seen[-1][1] in TERMINAL:
+            raise AssertionError(f"job {watch.job_id} ended {watch.seen[-1][1]} before its "
+                                 f"first checkpoint; statuses: {watch.history()}")
         return step
 
     return probe
@@ -119,19 +114,22 @@ def preempted_run(slurm_cluster: LocalSlurm, e2e_timings: Timings,
     assert launched["placement"]["cloud"] == "slurm"
     e2e_timings.add("train: vops train returns", time.time() - t_launch)
 
+    # Preempt right after the first checkpoint, so the relaunch has something to resume from
+    # and plenty left to train. The bucket is a local folder and the allocation is named after
+    # the job, so both are watched directly (fast); SkyPilot's status is read meanwhile.
     watch = JobWatch(cluster, job_id)
-    job = watch.until({"RUNNING"}, timeout=900)
-    e2e_timings.add("train: launch -> RUNNING", time.time() - t_launch)
-    cluster_name = job["cluster_name_on_cloud"]
-    allocation = wait_for("the job's Slurm allocation", lambda: cluster.allocation_of(
-        cluster_name), timeout=60, interval=0.5)
-
-    # Preempt right after the first checkpoint: the relaunch must not start from scratch.
     prefix = bucket / run_id
-    first = wait_for("a checkpoint in the bucket", _checkpoint_or_failure(watch, prefix),
-                     timeout=600, interval=0.2)
-    t_cancel = cluster.preempt(allocation)
-    e2e_timings.add("train: RUNNING -> first checkpoint", t_cancel - watch.first_seen("RUNNING"))
+    with watch.polling_in_background():
+        first = wait_for("a checkpoint in the bucket", _checkpoint_or_failure(watch, prefix),
+                         timeout=900, interval=0.2)
+        allocation = wait_for("the job's Slurm allocation",
+                              lambda: cluster.allocation_named(f"{run_id}-{job_id}-"),
+                              timeout=60, interval=0.2)
+        t_cancel = cluster.preempt(allocation)
+    t_running = watch.first_seen("RUNNING")
+    assert t_running is not None, f"never saw the job RUNNING: {watch.history()}"
+    e2e_timings.add("train: launch -> RUNNING", t_running - t_launch)
+    e2e_timings.add("train: RUNNING -> first checkpoint, preempted", t_cancel - t_running)
     e2e_timings.note("train: checkpoint step seen before the preemption", first)
 
     # The uninterrupted reference trains while SkyPilot recovers (the CPU is idle then).

@@ -161,7 +161,11 @@ def _vm_hourly_cost(cloud, query: PriceQuery, instance_type: str) -> float:
                                                         query.region, query.zone))
     accelerators = parse_accelerators(query.accelerators)
     if accelerators is None:  # GCP's a2/a3/g2 come with their GPUs; AWS prices them in
-        built_in = catalog.get_accelerators_from_instance_type(instance_type, clouds=query.cloud)
+        try:
+            built_in = catalog.get_accelerators_from_instance_type(instance_type,
+                                                                   clouds=query.cloud)
+        except AttributeError:  # a catalog without that lookup (Slurm's): none built in
+            built_in = None
         accelerators = next(iter(built_in.items())) if built_in else None
     if accelerators is not None:
         name, count = accelerators

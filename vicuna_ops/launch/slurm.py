@@ -218,6 +218,22 @@ def train_task(task: dict[str, Any], request: Any) -> dict[str, Any]:
                       recipe_mount=CLOUD_RECIPE_PATH)
 
 
+def serve_task(task: dict[str, Any], clouds: Sequence[str], *, port: int) -> dict[str, Any]:
+    """A ``vops serve`` controller or worker task (serve.skytasks) in its Slurm form: a CPU
+    node, and its own port, since Slurm packs several tasks onto one node and cannot open
+    ports (the task's ``ports`` goes; the cluster's network is reachable as it is)."""
+    envs = pip_envs(read_pip_settings(), local_torch_version())
+    port_env = "VOPS_WORKER_PORT" if "VOPS_WORKER_PORT" in (task.get("envs") or {}) \
+        else "VOPS_API_PORT"
+    return adapt_task(task, clouds, node=node_size(), gpus=None,
+                      envs={**envs, port_env: str(port)})
+
+
+def worker_port(api_port: int, index: int) -> int:
+    """Worker ``index``'s port on Slurm: after the controller's (``--port``)."""
+    return api_port + 1 + index
+
+
 def candidate(placement: Any) -> Any:
     """The one place of a Slurm run (the cluster and partition SkyPilot's optimizer picked,
     priced by the ``slurm.pricing`` of ~/.sky/config.yaml), as a launch Candidate."""

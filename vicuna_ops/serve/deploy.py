@@ -38,14 +38,17 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
                  model_name: str | None, max_concurrency: int, backend: str,
                  api_key_env: str | None, environ: Mapping[str, str]) -> ServeRequest:
     """Flags -> a request; the cheap checks (no SkyPilot) happen here."""
-    from vicuna_ops.launch import parse_clouds, parse_gpus
+    from vicuna_ops.launch import parse_clouds, parse_gpus, slurm
 
-    if not model.startswith(("s3://", "gs://")):
+    # A Slurm cluster's nodes share a filesystem with its login node: file:// reaches them.
+    on_slurm = slurm.parse(clouds)
+    remote = ("s3://", "gs://", "file://") if on_slurm else ("s3://", "gs://")
+    if not model.startswith(remote):
         raise UserError(f"--model {model} is not in a bucket, so cloud workers cannot read it",
                         hint="pass the s3:// or gs:// URI training wrote, e.g. "
                              "s3://b/runs/<run>/final")
     bucket = bucket or load_config().default_bucket
-    if not bucket or not bucket.startswith(("s3://", "gs://")):
+    if not bucket or not bucket.startswith(remote):
         raise UserError("--bucket must be an s3:// or gs:// prefix",
                         hint="workers find the controller's address there")
     from vicuna_ops.storage import parse_uri
@@ -69,8 +72,9 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
                             hint="export it as comma-separated keys")
         with_keys = True
     return ServeRequest(name=name, model=model.rstrip("/"), model_name=served, bucket=bucket,
-                        clouds=parse_clouds(clouds), replicas=replicas, gpus=parse_gpus(gpus),
-                        use_spot=spot, ondemand_fallback=ondemand_fallback, port=port,
+                        clouds=on_slurm or parse_clouds(clouds), replicas=replicas,
+                        gpus=parse_gpus(gpus), use_spot=spot and not on_slurm,
+                        ondemand_fallback=ondemand_fallback, port=port,
                         backend=backend, max_concurrency=max_concurrency,
                         with_api_keys=with_keys)
 
@@ -114,19 +118,22 @@ def _hourly(placements: list[Any]) -> float | None:
 def prepare(request: ServeRequest) -> PreparedServe:
     """Zones, task YAMLs in the deployment folder, SkyPilot's parser + optimizer on each."""
     from vicuna_ops.launch import (
-        check_gpus, load_template, node_install, validate_task_file, write_task_yaml,
+        check_gpus, load_template, node_install, slurm, validate_task_file, write_task_yaml,
         zone_candidates)
 
     _check_name_free(request.name)
-    gpus = check_gpus(request.gpus, request.clouds)
+    on_slurm = slurm.targets(request.clouds)
+    gpus = request.gpus if on_slurm else check_gpus(request.gpus, request.clouds)
     request = replace(request, gpus=gpus)
     cap = max(8, 2 * request.replicas)
     lists: list[list[Any]] = []
     spot_count = request.replicas - request.ondemand_replicas
-    if request.ondemand_replicas:
+    if on_slurm:  # CPU nodes of one cluster: no zones to spread over
+        lists = [[] for _ in range(request.replicas)]
+    elif request.ondemand_replicas:
         lists += skytasks.spread_replicas(zone_candidates(
             gpus, request.clouds, use_spot=False, cap=cap), request.ondemand_replicas)
-    if spot_count:
+    if spot_count and not on_slurm:
         lists += skytasks.spread_replicas(zone_candidates(
             gpus, request.clouds, use_spot=True, cap=cap), spot_count)
     worker_install = node_install(extras=skytasks.SERVE_EXTRAS)
@@ -136,15 +143,20 @@ def prepare(request: ServeRequest) -> PreparedServe:
     try:
         controller = skytasks.controller_task(load_template(skytasks.CONTROLLER_TEMPLATE),
                                               request, controller_install)
+        if on_slurm:
+            controller = slurm.serve_task(controller, request.clouds, port=request.port)
         controller_yaml = write_task_yaml(folder, "controller", controller)
         placements = [validate_task_file(controller_yaml).placement]
         worker_base = load_template(skytasks.WORKER_TEMPLATE)
         worker_yamls = []
         for index, candidates in enumerate(lists):
             task = skytasks.worker_task(worker_base, request, index, candidates, worker_install)
+            if on_slurm:
+                task = slurm.serve_task(task, request.clouds,
+                                        port=slurm.worker_port(request.port, index))
             path = write_task_yaml(folder, f"worker-{index}", task)
             placement = validate_task_file(path).placement
-            if placement.infra != candidates[0].infra:
+            if not on_slurm and placement.infra != candidates[0].infra:
                 raise CloudError(f"SkyPilot's optimizer put worker {index} in "
                                  f"{placement.infra}, not its first zone {candidates[0].infra}",
                                  hint="report this with --debug output")
@@ -156,7 +168,8 @@ def prepare(request: ServeRequest) -> PreparedServe:
         raise
     return PreparedServe(request=request, run_dir=folder, controller_yaml=controller_yaml,
                          worker_yamls=worker_yamls, placements=placements,
-                         first_choices=[c[0].infra for c in lists])
+                         first_choices=[c[0].infra if c else p.infra
+                                        for c, p in zip(lists, placements[1:])])
 
 
 def worker_token(name: str, environ: Mapping[str, str], *, create: bool) -> str | None:

@@ -156,7 +156,7 @@ def _summarize(events: list[dict[str, Any]], name: str, run_store: Any, code: in
         "loss": steps_events[-1]["loss"] if steps_events else None,
         "tokens_per_s": _tokens_per_s(steps_events),
         "data": {k: data[k] for k in ("uri", "used", "truncated", "skipped")} if data else None,
-        "segments": _segment_count(run_store),
+        "segments": _segments(run_store),
         "bucket": run_store.uri,
         "seconds": round(seconds, 1),
         "log": str(log_path),
@@ -183,13 +183,17 @@ def _checkpoints(run_store: Any) -> list[str]:
         return []
 
 
-def _segment_count(run_store: Any) -> int:
+def _segments(run_store: Any) -> list[dict[str, Any]]:
+    """One line per attempt, from the bucket's segment records."""
     from vicuna_ops.segments import read_segments
 
     try:
-        return len(read_segments(run_store)[0])
+        records = read_segments(run_store)[0]
     except VopsError:
-        return 0
+        return []
+    return [{"segment_id": r.segment_id, "attempt": r.attempt, "status": r.status,
+             "first_step": r.first_step, "steps": r.steps, "tokens": r.tokens,
+             "seconds": round(r.heartbeat - r.start, 1)} for r in records if r.kind == "train"]
 
 
 def _close_ledger_row(ledger: Any, name: str, run_store: Any, summary: dict[str, Any]) -> None:
