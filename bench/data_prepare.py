@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -138,16 +139,72 @@ def train_tokenizer(folder: Path, sample: Path) -> None:
                             eos_token="</s>", pad_token="<pad>").save_pretrained(folder)
 
 
+class TreeSampler:
+    """Samples a process and all its descendants every 0.2 s: peak summed RSS and PSS, and
+    CPU seconds used during the run. The machine may be shared, so the CPU figures say how
+    many cores the run actually got, which the wall-clock rate alone hides."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.peak_rss = self.peak_pss = self.peak_procs = 0
+        self._cpu_start = {p.pid: sum(p.cpu_times()[:2]) for p in self._tree()}
+        self._cpu_last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _tree(self) -> list:
+        return [self.root, *self.root.children(recursive=True)]
+
+    def _loop(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            self.sample(psutil)
+            self._stop.wait(0.2)
+
+    def sample(self, psutil) -> None:
+        rss = pss = 0
+        procs = self._tree()
+        for proc in procs:
+            try:
+                info = proc.memory_full_info()
+                self._cpu_last[proc.pid] = sum(proc.cpu_times()[:2])
+            except psutil.Error:
+                continue
+            rss, pss = rss + info.rss, pss + info.pss
+        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+        self.peak_procs = max(self.peak_procs, len(procs))
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(last - self._cpu_start.get(pid, 0.0) for pid, last in self._cpu_last.items())
+
+
 def run_prepare(dump: Path, out: Path, tokenizer: Path, workers: int) -> dict:
     from vicuna_ops.data import PrepareOptions, prepare
 
-    started = time.perf_counter()
-    report = prepare([str(dump)], str(out), str(tokenizer),
-                     PrepareOptions(workers=workers, overwrite=True))
-    elapsed = time.perf_counter() - started
+    load_before = os.getloadavg()[0]
+    with TreeSampler(os.getpid()) as sampler:
+        started = time.perf_counter()
+        report = prepare([str(dump)], str(out), str(tokenizer),
+                         PrepareOptions(workers=workers, overwrite=True))
+        elapsed = time.perf_counter() - started
     return {"records": report.records_in, "kept": report.kept, "seconds": elapsed,
             "rate": report.records_in / elapsed, "balanced": report.balanced,
-            "segments": report.splits["train"].segments + report.splits["eval"].segments}
+            "segments": report.splits["train"].segments + report.splits["eval"].segments,
+            "cores": sampler.cpu_seconds / elapsed,
+            "cpu_ms": 1000 * sampler.cpu_seconds / report.records_in,
+            "load": (load_before + os.getloadavg()[0]) / 2}
 
 
 def throughput(work: Path, tokenizer: Path, conversations: int) -> None:
@@ -164,8 +221,12 @@ def throughput(work: Path, tokenizer: Path, conversations: int) -> None:
         print(f"{name}: {result['rate']:8.0f} conversations/s  ({result['seconds']:.1f}s, "
               f"{result['kept']:,} kept, {result['segments']:,} segments, "
               f"counts add up: {result['balanced']})")
+        print(f"           cores obtained {result['cores']:.2f}, {result['cpu_ms']:.2f} CPU-ms "
+              f"per conversation, load average {result['load']:.1f} on "
+              f"{os.cpu_count()} cores")
     print(f"ratio 2 workers / 1 worker: {double['rate'] / single['rate']:.2f}x  "
-          f"(identical output: {same})")
+          f"(identical output: {same}); cores obtained: "
+          f"{double['cores'] / single['cores']:.2f}x")
     dump.unlink()
 
 
@@ -180,8 +241,6 @@ print(json.dumps({{"records": report.records_in, "kept": report.kept,
 
 
 def memory(work: Path, tokenizer: Path, gigabytes: float) -> None:
-    import psutil
-
     dump = work / "sharegpt-1gb.json"
     t0 = time.perf_counter()
     count = write_dump(dump, target_bytes=int(gigabytes * 1e9), seed=2)
@@ -191,36 +250,15 @@ def memory(work: Path, tokenizer: Path, gigabytes: float) -> None:
     code = _CHILD.format(root=str(ROOT), dump=str(dump), out=str(work / "out-mem"),
                          tok=str(tokenizer))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    peak = {"rss": 0, "pss": 0, "procs": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        parent = psutil.Process(child.pid)
-        while not stop.is_set():
-            try:
-                procs = [parent, *parent.children(recursive=True)]
-                rss = pss = 0
-                for proc in procs:
-                    info = proc.memory_full_info()
-                    rss, pss = rss + info.rss, pss + info.pss
-                peak["rss"], peak["pss"] = max(peak["rss"], rss), max(peak["pss"], pss)
-                peak["procs"] = max(peak["procs"], len(procs))
-            except psutil.Error:
-                pass
-            stop.wait(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    stdout, _ = child.communicate()
-    stop.set()
-    sampler.join()
+    with TreeSampler(child.pid) as sampler:
+        stdout, _ = child.communicate()
     result = json.loads(stdout.strip().splitlines()[-1])
     print(f"1 GB run: {result['records']:,} records in {result['seconds']:.0f}s "
           f"({size / 1e6 / result['seconds']:.1f} MB/s, counts add up: {result['balanced']})")
-    print(f"peak RSS summed over the process tree ({peak['procs']} processes: main, 2 workers, "
-          f"forkserver, resource tracker): {peak['rss'] / 2**20:.0f} MiB; "
-          f"PSS (shared pages counted once): {peak['pss'] / 2**20:.0f} MiB")
-    print(f"ratio peak RSS / 1 GiB: {peak['rss'] / 2**30:.2f}  (must stay < 1)")
+    print(f"peak RSS summed over the process tree ({sampler.peak_procs} processes: main, "
+          f"2 workers, forkserver, resource tracker): {sampler.peak_rss / 2**20:.0f} MiB; "
+          f"PSS (shared pages counted once): {sampler.peak_pss / 2**20:.0f} MiB")
+    print(f"ratio peak RSS / 1 GiB: {sampler.peak_rss / 2**30:.2f}  (must stay < 1)")
     dump.unlink()
 
 

@@ -24,10 +24,14 @@ DEFAULT_BASE = Path("/tmp/vops-e2e")
 # What SkyPilot's Slurm support imports on the client side (`skypilot[slurm]`); without them
 # the managed-jobs controller cannot recover a cancelled allocation.
 SLURM_CLIENT_MODULES = {"grpc": "grpcio", "hostlist": "python-hostlist"}
-# Variables of the test process that must not reach SkyPilot: the unit suite pins SkyPilot's
-# runtime dir to its offline catalog copy, which the API server of the cluster must not use.
+# Variables of the test process that must not reach SkyPilot. The suite's isolation pins
+# SkyPilot's runtime dir to its offline catalog copy and points cloud config files at paths
+# that do not exist; an API server started with those (it keeps the environment of the client
+# that starts it, and clients forward KUBECONFIG & co.) fails every launch on the missing
+# AWS_CONFIG_FILE, although only Slurm is allowed.
 _DROPPED_VARS = ("SKY_RUNTIME_DIR", "SKYPILOT_API_SERVER_ENDPOINT", "SKYPILOT_CONFIG",
-                 "SKYPILOT_GLOBAL_CONFIG", "SKYPILOT_PROJECT_CONFIG")
+                 "SKYPILOT_GLOBAL_CONFIG", "SKYPILOT_PROJECT_CONFIG", "AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE", "CLOUDSDK_CONFIG", "KUBECONFIG")
 
 
 def skip_reason() -> str | None:

@@ -38,7 +38,8 @@ def test_slurm_instance_types_are_priced_and_the_netpatch_is_on(
     assert patched == "True"
 
 
-def test_the_node_has_two_free_cpus_for_a_recovery(slurm_cluster: LocalSlurm) -> None:
+def test_the_node_declares_cpus_for_three_tasks_and_a_relaunch(
+        slurm_cluster: LocalSlurm) -> None:
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%c %T"], capture_output=True, text=True,
                          check=True).stdout.split()
     assert int(out[0]) >= 4, f"the node declares {out[0]} CPUs; the serve test needs 4"

@@ -11,8 +11,10 @@ same torch, one thread), trained meanwhile on the same machine.
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import secrets
+import signal
 import socket
 import subprocess
 import time
@@ -94,7 +96,7 @@ def _reference_run(cluster: LocalSlurm, recipe: Path, bucket: Path, run_id: str,
     out = log.open("w")
     return subprocess.Popen(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
                              "--init-groups", "--", *argv], env=env, cwd=user.pw_dir,
-                            stdout=out, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,24 @@ def preempted_run(slurm_cluster: LocalSlurm, e2e_timings: Timings,
     assert launched["placement"]["cloud"] == "slurm"
     e2e_timings.add("train: vops train returns", time.time() - t_launch)
 
+    reference: list[subprocess.Popen] = []  # the uninterrupted run, once started
+    try:
+        return _preempt_and_recover(cluster, vops, e2e_timings, work, run_id, job_id, bucket,
+                                    t_launch, reference)
+    except BaseException:
+        # Free the node for the tests after this one: a stuck job holds its CPU.
+        vops.run("cancel", run_id, check=False, timeout=300)
+        raise
+    finally:
+        for proc in reference:  # torchrun and its trainer: their own process group
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def _preempt_and_recover(cluster: LocalSlurm, vops: Vops, e2e_timings: Timings, work: Path,
+                         run_id: str, job_id: int, bucket: Path, t_launch: float,
+                         reference_procs: list[subprocess.Popen]) -> PreemptedRun:
     # Preempt right after the first checkpoint, so the relaunch has something to resume from
     # and plenty left to train. The bucket is a local folder and the allocation is named after
     # the job, so both are watched directly (fast); SkyPilot's status is read meanwhile.
@@ -141,6 +161,7 @@ def preempted_run(slurm_cluster: LocalSlurm, e2e_timings: Timings,
     t_ref = time.time()
     reference = _reference_run(cluster, recipe, reference_bucket, reference_run_id,
                                work / "reference.log")
+    reference_procs.append(reference)
 
     watch.until({"RECOVERING"}, timeout=300, forbidden={"SUCCEEDED", "FAILED", "CANCELLED"})
     e2e_timings.add("train: scancel -> RECOVERING", time.time() - t_cancel)

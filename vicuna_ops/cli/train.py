@@ -122,13 +122,13 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
         first = (cand.cloud, cand.region, cand.zone) == (place.cloud, place.region, place.zone)
         rows.append((f"{i}{'*' if first else ''}", cand.cloud, cand.zone, cand.instance_type,
                      _usd(cand.spot_price), _usd(cand.ondemand_price)))
-    table = output.table(f"{req.run_id}: {req.num_nodes} x {req.gpus} {mode}",
+    table = output.table(f"{req.run_id}: {req.num_nodes} x {req.machine} {mode}",
                          ["#", "cloud", "zone", "instance", "spot $/h", "on-demand $/h"], rows)
     table.caption = "zones in the order SkyPilot tries them; * = the optimizer's first pick"
     table.caption_justify = "left"
     output.stdout.print(table)
     lines = [f"recipe {req.recipe.name}: ~{est.hours:g} h ({est.gpu_hours:g} GPU-hours) on "
-             f"{req.num_nodes} x {req.gpus}"]
+             f"{req.num_nodes} x {req.machine}"]
     if est.cost is not None:
         lines.append(f"estimate: {_usd(est.cost)} {mode} at {_usd(est.hourly)}/h "
                      f"(up to {_usd(est.cost_high)} if failovers land in the dearest zone)")

@@ -46,6 +46,11 @@ class TrainRequest:
     cpu_node: slurm.NodeSize | None = None  # Slurm without --gpus: a CPU node of this size
 
     @property
+    def machine(self) -> str:
+        """What one node asks for: ``A100:8``, or a Slurm CPU node's ``1CPU--2GB``."""
+        return self.cpu_node.instance_type if self.cpu_node else str(self.gpus)
+
+    @property
     def run_uri(self) -> str:
         return f"{self.bucket.rstrip('/')}/{self.run_id}"
 

@@ -21,6 +21,8 @@ What differs from a cloud run, and why:
   extra indexes, find-links, constraint files) are passed on, for pip and for uv, and torch
   is pinned to the launching machine's version, so every attempt of a run trains on the
   same torch and a local CPU wheel is not swapped for a multi-GB download.
+* **Serving.** Slurm cannot open ports and packs several tasks onto one node: the
+  controller listens on ``--port`` and worker ``i`` on ``--port + 1 + i``.
 """
 
 from __future__ import annotations

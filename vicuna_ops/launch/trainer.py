@@ -56,7 +56,8 @@ class PreparedRun:
             "run_uri": req.run_uri,
             "data": req.data or req.recipe.data.path,
             "resources": {
-                "gpus": str(req.gpus), "use_spot": req.use_spot, "num_nodes": req.num_nodes,
+                "gpus": None if req.cpu_node else str(req.gpus),  # None: a Slurm CPU node
+                "use_spot": req.use_spot, "num_nodes": req.num_nodes,
                 "clouds": list(req.clouds), "regions": list(req.regions or []) or None,
                 "zones": list(req.zones or []) or None,
                 "max_restarts_on_errors": req.max_restarts_on_errors,

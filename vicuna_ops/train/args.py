@@ -87,7 +87,8 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "notice_poll_s": ("VOPS_NOTICE_POLL_S", float, "seconds between preemption-notice polls"),
     "aws_notice_url": ("VOPS_AWS_NOTICE_URL", str, "AWS spot instance-action URL "
                                                    "('' disables; default on AWS nodes)"),
-    "aws_token_url": ("VOPS_AWS_TOKEN_URL", str, "AWS IMDSv2 token URL"),
+    "aws_token_url": ("VOPS_AWS_TOKEN_URL", str, "AWS IMDSv2 token URL (default: "
+                                                 "/latest/api/token on the notice URL's host)"),
     "gcp_notice_url": ("VOPS_GCP_NOTICE_URL", str, "GCP preempted URL "
                                                    "('' disables; default on GCP nodes)"),
 }

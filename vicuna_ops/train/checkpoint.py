@@ -39,6 +39,9 @@ from vicuna_ops.train.manifest import (
 
 Log = Callable[[str], None]
 UPLOAD_WORKERS = 4  # files in parallel; each big file is also multipart-parallel in the store
+# Below this a file goes up as one PUT from memory: a multipart transfer's setup costs more
+# CPU than the bytes (a checkpoint has several small files: config, states, RNG, scheduler).
+SMALL_FILE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -70,19 +73,30 @@ class Restored:
 
 
 def publish_folder(store: Any, local_dir: Path, folder: str, step: int | None,
-                   meta: dict[str, Any] | None = None, *, latest: bool = True) -> Published:
-    """Upload ``local_dir`` as ``folder`` (files, then manifest, then LATEST)."""
+                   meta: dict[str, Any] | None = None, *, latest: bool = True,
+                   fresh: bool = False) -> Published:
+    """Upload ``local_dir`` as ``folder`` (files, then manifest, then LATEST).
+
+    ``fresh``: the caller knows no folder of that name exists (it listed the run since).
+    """
     started = time.monotonic()
     manifest = build_manifest(local_dir, step, time.time(), meta)
-    # A folder of this name may remain from an attempt killed mid-upload (or a corrupt one we
-    # fell back from). Its manifest goes first, so it never vouches for a mix of old and new.
-    store.delete(f"{folder}/{layout.MANIFEST}")
-    store.delete_prefix(folder)
+    if not fresh:
+        # A folder of this name may remain from an attempt killed mid-upload (or a corrupt
+        # one we fell back from). Its manifest goes first: it never vouches for a mix.
+        store.delete(f"{folder}/{layout.MANIFEST}")
+        store.delete_prefix(folder)
     paths = local_files(local_dir)
+
+    def upload(rel: str, path: Path) -> None:
+        if path.stat().st_size < SMALL_FILE:
+            store.put_bytes(f"{folder}/{rel}", path.read_bytes())
+        else:
+            store.put_file(f"{folder}/{rel}", path)
+
     workers = max(1, min(UPLOAD_WORKERS, len(paths)))
     with ThreadPoolExecutor(workers, thread_name_prefix="vops-upload") as pool:
-        for future in [pool.submit(store.put_file, f"{folder}/{rel}", path)
-                       for rel, path in paths.items()]:
+        for future in [pool.submit(upload, rel, path) for rel, path in paths.items()]:
             future.result()
     store.put_bytes(f"{folder}/{layout.MANIFEST}", manifest.to_json())
     if latest:
@@ -92,8 +106,9 @@ def publish_folder(store: Any, local_dir: Path, folder: str, step: int | None,
 
 
 def publish_checkpoint(store: Any, local_dir: Path, step: int,
-                       meta: dict[str, Any] | None = None) -> Published:
-    return publish_folder(store, local_dir, layout.checkpoint_dir(step), step, meta)
+                       meta: dict[str, Any] | None = None, *, fresh: bool = False) -> Published:
+    return publish_folder(store, local_dir, layout.checkpoint_dir(step), step, meta,
+                          fresh=fresh)
 
 
 def list_candidates(store: Any) -> list[Candidate]:
@@ -151,13 +166,13 @@ def _try_restore(store: Any, candidate: Candidate, dest: Path) -> Restored | str
     return Restored(candidate.step, dest, manifest, [])
 
 
-def prune(store: Any, keep: int, log: Log = lambda _m: None) -> list[str]:
+def prune(store: Any, keep: int, log: Log = lambda _m: None) -> set[str]:
     """Keep the newest ``keep`` checkpoints that have a manifest; delete the older ones and any
-    manifest-less folder older than the newest complete one. Returns the folders deleted."""
+    manifest-less folder older than the newest complete one. Returns the folders left."""
     candidates = list_candidates(store)
     complete = [c for c in candidates if c.has_manifest]
     if not complete:
-        return []
+        return {c.folder for c in candidates}
     kept = {c.folder for c in complete[:keep]}
     newest = complete[0].step
     # A manifest-less folder newer than the newest complete one is left alone: it is what a
@@ -169,7 +184,7 @@ def prune(store: Any, keep: int, log: Log = lambda _m: None) -> list[str]:
         store.delete(f"{candidate.folder}/{layout.MANIFEST}")
         store.delete_prefix(candidate.folder)
         log(f"deleted {candidate.folder} (keeping the newest {keep})")
-    return [c.folder for c in doomed]
+    return {c.folder for c in candidates} - {c.folder for c in doomed}
 
 
 def final_manifest(store: Any) -> Manifest | None:

@@ -14,11 +14,12 @@ import signal
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vicuna_ops.train.args import AWS_NOTICE_URL, AWS_TOKEN_URL, GCP_NOTICE_URL
+from vicuna_ops.train.args import AWS_NOTICE_URL, GCP_NOTICE_URL
 
 Log = Callable[[str], None]
 _TIMEOUT_S = 2.0
@@ -57,7 +58,11 @@ class StopFlag:
 
 
 def aws_notice(url: str, token_url: str | None, token: list[str | None]) -> str | None:
-    """The AWS instance-action notice ('terminate at ...') or None. ``token`` caches IMDSv2's."""
+    """The AWS instance-action notice ('terminate at ...') or None.
+
+    ``token`` caches IMDSv2's session token: None = not fetched yet, "" = the endpoint gives
+    none (IMDSv1), so ask without one and do not retry.
+    """
     headers = {}
     if token_url and token[0] is None:
         try:
@@ -67,7 +72,7 @@ def aws_notice(url: str, token_url: str | None, token: list[str | None]) -> str 
             with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
                 token[0] = response.read().decode().strip()
         except (urllib.error.URLError, OSError):
-            token[0] = None  # IMDSv1-only endpoint: ask without a token
+            token[0] = ""  # IMDSv1-only endpoint: ask without a token
     if token[0]:
         headers["X-aws-ec2-metadata-token"] = token[0]
     try:
@@ -94,6 +99,12 @@ def gcp_notice(url: str) -> str | None:
     return "gcp preempted: TRUE" if body.upper() == "TRUE" else None
 
 
+def aws_token_url_for(notice_url: str) -> str:
+    """IMDSv2's token endpoint on the same server as the instance-action URL."""
+    parts = urllib.parse.urlsplit(notice_url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/latest/api/token", "", ""))
+
+
 def notice_urls(cloud: str, aws_url: str | None, gcp_url: str | None
                 ) -> tuple[str | None, str | None]:
     """Which endpoints to poll: an explicit URL ('' = off), else the node's own cloud's."""
@@ -110,7 +121,7 @@ class PreemptionWatcher:
     """
 
     def __init__(self, flag: StopFlag, *, aws_url: str | None = None,
-                 aws_token_url: str | None = AWS_TOKEN_URL, gcp_url: str | None = None,
+                 aws_token_url: str | None = None, gcp_url: str | None = None,
                  poll_s: float = 5.0, log: Log = lambda _m: None) -> None:
         self._flag, self._log, self._poll_s = flag, log, poll_s
         self._stop = threading.Event()
@@ -119,7 +130,8 @@ class PreemptionWatcher:
         token: list[str | None] = [None]
         self._probes: list[tuple[str, Callable[[], str | None]]] = []
         if aws_url:
-            self._probes.append(("aws", lambda: aws_notice(aws_url, aws_token_url, token)))
+            token_url = aws_token_url or aws_token_url_for(aws_url)
+            self._probes.append(("aws", lambda: aws_notice(aws_url, token_url, token)))
         if gcp_url:
             self._probes.append(("gcp", lambda: gcp_notice(gcp_url)))
 

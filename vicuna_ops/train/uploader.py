@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vicuna_ops import layout
 from vicuna_ops.errors import VopsError
 from vicuna_ops.train import checkpoint
 
@@ -55,6 +56,9 @@ class CheckpointUploader:
         self._pending: UploadJob | None = None
         self._busy = False
         self._closed = False
+        # Step folders in the bucket as of our last listing (we are its only writer); None
+        # until the first prune, so the first upload cleans up whatever a killed attempt left.
+        self._folders: set[str] | None = None
         self.stats = UploadStats()
         self._thread = threading.Thread(target=self._run, name="vops-uploader", daemon=True)
         self._thread.start()
@@ -121,8 +125,12 @@ class CheckpointUploader:
                     job.prepare(job.local_dir)
                 finally:
                     _release(job)
-            result = checkpoint.publish_checkpoint(self._store, job.local_dir, job.step, job.meta)
-            checkpoint.prune(self._store, self._keep, self._log)
+            folder = layout.checkpoint_dir(job.step)
+            fresh = self._folders is not None and folder not in self._folders
+            self._folders = None  # unknown until this upload's prune lists again
+            result = checkpoint.publish_checkpoint(self._store, job.local_dir, job.step,
+                                                   job.meta, fresh=fresh)
+            self._folders = checkpoint.prune(self._store, self._keep, self._log)
         except Exception as exc:  # noqa: BLE001 - a dead uploader thread would hang flush()
             text = exc.message if isinstance(exc, VopsError) else f"{type(exc).__name__}: {exc}"
             self.stats.failures.append(f"step {job.step}: {text}")

@@ -4,6 +4,9 @@
 # 127.0.0.1, so SkyPilot 0.14.1 can `sky launch` / `sky jobs launch` tasks with `infra: slurm`.
 # TEST-ONLY. Idempotent; run as root. Every PID it starts goes to BASE_DIR/pids (down.sh
 # stops exactly those). Prints the `export ...` lines a caller needs and writes BASE_DIR/env.sh.
+# vicuna-ops' own copy of the shared local-slurm recipe (tests/e2e/README.md), plus: the node
+# declares at least 4 CPUs (SlurmdParameters=config_overrides) and ~/.sky/config.yaml gets a
+# slurm.pricing row, so cost reports can price the virtual instance types.
 #
 # Knobs (environment variables, all optional):
 #   REMOTE_USER       Unix account SkyPilot logs in as (created here)          [vopsslurm]

@@ -148,3 +148,19 @@ def test_the_venv_survives_a_new_cluster_home(tmp_path):
     out = _run_setup(tmp_path / "cluster-2", env, inner)
     assert "already installed" in out and "installed-with" not in out
     assert (tmp_path / "cluster-2" / "vops-venv").resolve() == venv.resolve()
+
+
+def test_serve_tasks_on_slurm_get_a_cpu_node_and_a_port_each():
+    worker = {"name": "d-worker-1",
+              "resources": {"accelerators": "L4:1", "use_spot": True, "ports": 8001,
+                            "ordered": [], "job_recovery": {"strategy": "EAGER_NEXT_REGION"}},
+              "envs": {"VOPS_WORKER_PORT": "8001", "VOPS_GPUS": "L4:1"}, "setup": "echo s"}
+    task = slurm.serve_task(worker, ("slurm",), port=slurm.worker_port(9000, 1))
+    assert task["resources"] == {"infra": "slurm", "cpus": 1, "memory": 2, "use_spot": False,
+                                 "job_recovery": {"strategy": "EAGER_NEXT_REGION"}}
+    assert task["envs"]["VOPS_WORKER_PORT"] == "9002" and task["envs"]["VOPS_GPUS"] == ""
+    controller = {"name": "d-controller", "resources": {"cpus": "2+", "ports": 9000},
+                  "envs": {"VOPS_API_PORT": "9000"}, "setup": "echo s"}
+    task = slurm.serve_task(controller, ("slurm",), port=9000)
+    assert task["envs"]["VOPS_API_PORT"] == "9000" and "ports" not in task["resources"]
+    assert "VOPS_WORKER_PORT" not in task["envs"]

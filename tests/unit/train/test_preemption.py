@@ -79,8 +79,9 @@ def wait_for(flag: StopFlag, seconds: float = 5.0) -> bool:
 def test_aws_notice_with_imdsv2_token(metadata):
     state, base = metadata
     flag = StopFlag()
+    # the token URL defaults to /latest/api/token on the notice URL's server
     watcher = PreemptionWatcher(flag, aws_url=f"{base}/latest/meta-data/spot/instance-action",
-                                aws_token_url=f"{base}/latest/api/token", poll_s=0.05)
+                                poll_s=0.05)
     watcher.start()
     try:
         time.sleep(0.3)
@@ -137,6 +138,19 @@ def test_signal_sets_the_flag_and_handlers_are_restored(signum):
         watcher.stop()
     assert flag.request_made.source == signal.Signals(signum).name
     assert signal.getsignal(signum) == before
+
+
+def test_imdsv1_endpoint_is_asked_without_a_token_and_not_retried(metadata):
+    state, base = metadata
+    state.token = None  # no token endpoint: PUT answers 404
+    from vicuna_ops.train.preemption import aws_notice
+
+    token: list[str | None] = [None]
+    url = f"{base}/latest/meta-data/spot/instance-action"
+    assert aws_notice(url, f"{base}/no-token-here", token) is None  # 401 without a token
+    assert token == [""]
+    aws_notice(url, f"{base}/no-token-here", token)
+    assert len([r for r in state.requests if r[0] == "PUT"]) == 1
 
 
 def test_first_request_wins():
