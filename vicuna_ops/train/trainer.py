@@ -193,5 +193,10 @@ class VopsTrainer(_transformers.Trainer):
         if self._checkpointer is None:  # a plain HF save (used by the benchmark baseline)
             super()._save_checkpoint(model, trial)
             return
+        if 0 < self.state.max_steps <= self.state.global_step:
+            # The last step: final/ is written next, so a full checkpoint (for a 7B model with
+            # its Adam state, some 80 GB) would only delay the end of the run. Killed before
+            # final/ lands, a restart redoes at most one checkpoint interval.
+            return
         self._checkpointer.save(self, lambda: super(VopsTrainer, self)._save_checkpoint(
             model, trial))

@@ -49,16 +49,14 @@ def test_pending_checkpoint_is_superseded_while_one_uploads(tmp_path):
 
 def test_a_failed_upload_is_reported_and_the_next_one_still_runs(tmp_path):
     store = open_store(str(tmp_path / "bucket"))
-    real_put_file = store.put_file
-    calls = {"n": 0}
+    real_put_bytes = store.put_bytes
 
-    def flaky(key, path):
-        calls["n"] += 1
+    def flaky(key, data):
         if key.startswith("step_00000001/"):
             raise StorageError("bucket unreachable")
-        real_put_file(key, path)
+        real_put_bytes(key, data)
 
-    store.put_file = flaky
+    store.put_bytes = flaky
     logs, events = [], []
     uploader = CheckpointUploader(store, keep=2, on_event=events.append, log=logs.append)
     uploader.submit(job(tmp_path, 1))
@@ -70,6 +68,22 @@ def test_a_failed_upload_is_reported_and_the_next_one_still_runs(tmp_path):
     assert any("upload of step 1 failed" in line for line in logs)
     assert {"event": "upload-failed", "step": 1, "error": "bucket unreachable"} in events
     assert [c.step for c in checkpoint.list_candidates(store)] == [2]
+
+
+def test_a_known_fresh_folder_skips_the_cleanup_and_a_stale_one_is_cleaned(tmp_path):
+    store = open_store(str(tmp_path / "bucket"))
+    store.put_bytes("step_00000002/stale.bin", b"left by a killed attempt")
+    deletes = []
+    real_delete_prefix = store.delete_prefix
+    store.delete_prefix = lambda prefix: (deletes.append(prefix), real_delete_prefix(prefix))[1]
+    uploader = CheckpointUploader(store, keep=5)
+    for step in (1, 2, 3):
+        uploader.submit(job(tmp_path, step))
+        assert uploader.flush(timeout=20)
+    uploader.close(timeout=20)
+    # step 1: nothing listed yet, so cleaned; step 2: listed and stale, so cleaned; 3: fresh
+    assert deletes == ["step_00000001", "step_00000002"]
+    assert not store.exists("step_00000002/stale.bin")
 
 
 def test_a_bug_in_an_upload_does_not_kill_the_thread(tmp_path):
