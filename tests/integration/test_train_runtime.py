@@ -34,6 +34,9 @@ pytestmark = pytest.mark.slow
 
 MAX_STEPS = 16
 EVERY = 4
+# 22 conversations in batches of 4: epochs of 6 steps, the last one short (2 samples), so a
+# run crosses two epoch boundaries, and resumes land before, on and after them.
+CONVERSATIONS = 22
 
 
 def small_recipe(folder: Path) -> Path:
@@ -67,6 +70,7 @@ class Trainer:
     run_id: str
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
+    data: Path | None = None
     attempts: list[Attempt] = field(default_factory=list)
 
     def run(self, *extra: str, until: Callable[[dict, list], float | None] | None = None,
@@ -78,6 +82,8 @@ class Trainer:
         command = [sys.executable, "-m", "vicuna_ops.train", "--recipe", str(self.recipe),
                    "--run-id", self.run_id, "--bucket", self.bucket, "--progress",
                    "--workdir", str(self.workdir / "scratch"), *extra]
+        if self.data is not None:
+            command += ["--data", str(self.data)]
         env = {**os.environ, "VOPS_HEARTBEAT_S": "0.5", **self.env}
         with open(log, "w") as err:
             child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True,
@@ -123,25 +129,36 @@ def final_weights(bucket: str, run_id: str) -> bytes:
     return open_store(bucket).child(run_id).get_bytes("final/model.safetensors")
 
 
+@dataclass(frozen=True)
+class Reference:
+    recipe: Path
+    data: Path
+    weights: bytes  # final/model.safetensors of the uninterrupted run
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> tuple[Path, bytes]:
-    """One uninterrupted run: (the recipe, its final weights)."""
+def reference(tmp_path_factory) -> Reference:
+    """One uninterrupted run of the small recipe on the small data set."""
+    from vicuna_ops.train.builtin_data import tiny_chat
+
     folder = tmp_path_factory.mktemp("reference")
+    data = folder / "chat.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in tiny_chat(CONVERSATIONS, seed=99)))
     recipe = small_recipe(folder)
-    trainer = Trainer(recipe, str(folder / "bucket"), "ref", folder / "work")
+    trainer = Trainer(recipe, str(folder / "bucket"), "ref", folder / "work", data=data)
     attempt = trainer.run()
     assert attempt.code == EXIT_OK, attempt.stderr[-3000:]
     assert attempt.of("end")[-1]["status"] == "finished"
+    assert attempt.of("step")[-1]["epoch"] > 2.0  # crossed two epoch boundaries
     # no checkpoint at the last step: final/ is written instead
     assert [e["step"] for e in attempt.of("upload-done")] == [4, 8, 12]
-    return recipe, final_weights(str(folder / "bucket"), "ref")
+    return Reference(recipe, data, final_weights(str(folder / "bucket"), "ref"))
 
 
 def test_sigkill_at_random_moments_then_restarts_gives_identical_weights(reference, s3_bucket,
                                                                         tmp_path):
-    recipe, expected = reference
     rng = random.Random(20240605)
-    trainer = Trainer(recipe, s3_bucket, "chaos", tmp_path)
+    trainer = Trainer(reference.recipe, s3_bucket, "chaos", tmp_path, data=reference.data)
     # The order is fixed (uploads happen before the last checkpoint is passed); the moments
     # within each are drawn from the seeded generator.
     plans = ["startup", "upload", "step", "upload", "final"]
@@ -169,7 +186,7 @@ def test_sigkill_at_random_moments_then_restarts_gives_identical_weights(referen
     assert any(a.killed_during_upload for a in trainer.attempts), "no kill hit an upload"
     resumed = [e["step"] for a in trainer.attempts for e in a.of("resume")]
     assert resumed and max(resumed) > 0, logs
-    assert final_weights(s3_bucket, "chaos") == expected  # bitwise
+    assert final_weights(s3_bucket, "chaos") == reference.weights  # bitwise
     run_store = open_store(s3_bucket).child("chaos")
     segments = [info.key for info in run_store.list("segments/")]
     started = [a for a in trainer.attempts if a.of("start")]  # the record precedes "start"
@@ -225,8 +242,7 @@ def flip_a_byte(bucket: str, run_id: str, key: str) -> None:
 
 def test_notices_stop_at_the_next_step_and_a_corrupt_checkpoint_falls_back(
         reference, s3_bucket, fake_gcp, tmp_path):
-    recipe, expected = reference
-    trainer = Trainer(recipe, s3_bucket, "noticed", tmp_path,
+    trainer = Trainer(reference.recipe, s3_bucket, "noticed", tmp_path, data=reference.data,
                       env={"VOPS_GCP_NOTICE_URL": fake_gcp.url, "VOPS_NOTICE_POLL_S": "0.05"})
     run_store = open_store(s3_bucket).child("noticed")
 
@@ -265,7 +281,7 @@ def test_notices_stop_at_the_next_step_and_a_corrupt_checkpoint_falls_back(
     resume = third.of("resume")[0]
     assert resume["step"] == complete[1]
     assert resume["skipped"][0].startswith(newest) and "checksum" in resume["skipped"][0]
-    assert final_weights(s3_bucket, "noticed") == expected
+    assert final_weights(s3_bucket, "noticed") == reference.weights
 
     records = sorted((json.loads(run_store.get_bytes(i.key)) for i in
                       run_store.list("segments/")), key=lambda r: r["attempt"])

@@ -63,15 +63,23 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
     command = child_command(recipe_path, bucket, name, folder / "work", data=data,
                             max_steps=max_steps, max_cost=max_cost)
     started = time.time()
-    with open(log_path, "ab") as log:
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
-        log.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOPS_HEARTBEAT_S":
-               os.environ.get("VOPS_HEARTBEAT_S", "5")}
-        child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env,
-                                 text=True, bufsize=1)
-        events = _follow(child, json_output, recipe, max_steps)
+    try:
+        with open(log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n"
+                      .encode())
+            log.flush()
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOPS_HEARTBEAT_S":
+                   os.environ.get("VOPS_HEARTBEAT_S", "5")}
+            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env,
+                                     text=True, bufsize=1)
+            events, interrupted = _follow(child, json_output, recipe, max_steps)
+    except BaseException:
+        with Ledger() as ledger:
+            ledger.update_run(name, status="failed")
+        raise
     code = child.returncode
+    if interrupted and code in (-signal.SIGKILL, -signal.SIGTERM):
+        code = EXIT_PREEMPTED  # killed on the user's second Ctrl-C: resumable like a preemption
     summary = _summarize(events, name, run_store, code, time.time() - started, log_path)
     with Ledger() as ledger:
         _close_ledger_row(ledger, name, run_store, summary)
@@ -100,8 +108,9 @@ def _open_ledger_row(ledger: Any, name: str, uri: str, recipe: Recipe, data: str
 
 
 def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
-            max_steps: int | None) -> list[dict[str, Any]]:
-    """Read the child's events until it exits; Ctrl-C asks it to stop, twice kills it."""
+            max_steps: int | None) -> tuple[list[dict[str, Any]], bool]:
+    """Read the child's events until it exits; Ctrl-C asks it to stop, twice kills it.
+    Returns the events and whether the user interrupted."""
     events: list[dict[str, Any]] = []
     view = None if quiet else _ProgressView(max_steps or recipe.train.max_steps)
     interrupts = 0
@@ -131,7 +140,7 @@ def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
             child.wait()
         if view is not None:
             view.stop()
-    return events
+    return events, interrupts > 0
 
 
 def _summarize(events: list[dict[str, Any]], name: str, run_store: Any, code: int,
