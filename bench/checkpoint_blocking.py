@@ -102,7 +102,7 @@ def run_mode(mode: str, recipe, store, workdir: Path) -> tuple[list[float], floa
             folder = workdir / mode / f"inline-{step}"
             if mode == "sync":
                 trainer.store_flos()
-                snapshot.write(snapshot.capture(trainer, meta(trainer.state)), folder)
+                snapshot.write(snapshot.capture(trainer), folder)
             else:
                 trainer_save()
                 folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"

@@ -160,6 +160,8 @@ def _try_restore(store: Any, candidate: Candidate, dest: Path) -> Restored | str
         for name in manifest.files:
             store.get_file(f"{candidate.folder}/{name}", dest / name)
         verify_local(dest, manifest)
+        # kept beside the files: the node's other ranks read the run facts from it
+        (dest / layout.MANIFEST).write_bytes(manifest.to_json())
     except (ManifestError, StorageError) as exc:
         shutil.rmtree(dest, ignore_errors=True)
         return getattr(exc, "message", None) or str(exc)

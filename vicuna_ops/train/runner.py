@@ -27,9 +27,9 @@ from vicuna_ops.train.data import DataPosition
 from vicuna_ops.train.heartbeat import SegmentHeartbeat, next_attempt
 from vicuna_ops.train.preemption import PreemptionWatcher, StopFlag, notice_urls
 from vicuna_ops.train.progress import Reporter
-from vicuna_ops.train.snapshot import read_vops_state
+from vicuna_ops.train.manifest import Manifest
 
-# vops_state keys that must match for a resume to continue the same run exactly
+# manifest meta keys that must match for a resume to continue the same run exactly
 _MUST_MATCH = {
     "data_fingerprint": "the training data",
     "global_batch_size": "train.global_batch_size",
@@ -155,7 +155,7 @@ def _train(session: Session) -> Outcome:
                  "global_batch_size": recipe.train.global_batch_size,
                  "max_steps": hf_args.max_steps, "seed": recipe.train.seed}
     if restored is not None:
-        _check_compatible(read_vops_state(restored.path), run_facts, threads, world, reporter)
+        _check_compatible(dict(restored.manifest.meta), run_facts, threads, world, reporter)
     attn = resolve_attn_implementation(recipe.model.attn_implementation, cuda)
     model = build_model(recipe, tokenizer, attn_implementation=attn,
                         local_model_dir=_model_dir(session))
@@ -264,8 +264,9 @@ def _restore(session: Session) -> checkpoint.Restored | None:
     if world.local_rank != 0:
         name = chosen_file.read_text().strip()
         if name:
-            restored = checkpoint.Restored(layout.step_of(name) or 0, chosen_file.parent / name,
-                                           None, [])  # type: ignore[arg-type]
+            path = chosen_file.parent / name
+            manifest = Manifest.from_json((path / layout.MANIFEST).read_bytes())
+            restored = checkpoint.Restored(layout.step_of(name) or 0, path, manifest, [])
     if restored is None:
         reporter.log("no verified checkpoint in the bucket: starting from scratch")
         return None

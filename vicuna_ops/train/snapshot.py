@@ -23,8 +23,6 @@ from typing import Any
 
 from vicuna_ops import adaptors
 
-VOPS_STATE = "vops_state.json"
-
 
 @dataclass
 class Snapshot:
@@ -35,7 +33,6 @@ class Snapshot:
     scheduler_state: dict[str, Any] | None
     rng_state: dict[str, Any]
     trainer_state_json: str
-    vops_state: dict[str, Any]
 
     @property
     def nbytes(self) -> int:
@@ -116,7 +113,7 @@ def buffers_for(model_state: dict[str, Any], optimizer_state: dict[str, Any]) ->
     """
     return Snapshot(step=-1, model_state=_host_buffers(model_state), config_json="",
                     optimizer_state=_host_buffers(optimizer_state), scheduler_state=None,
-                    rng_state={}, trainer_state_json="", vops_state={})
+                    rng_state={}, trainer_state_json="")
 
 
 def rng_states() -> dict[str, Any]:
@@ -134,7 +131,7 @@ def rng_states() -> dict[str, Any]:
     return states
 
 
-def capture(trainer: Any, vops_state: dict[str, Any], into: Snapshot | None = None) -> Snapshot:
+def capture(trainer: Any, into: Snapshot | None = None) -> Snapshot:
     """Copy everything a resume needs out of a single-process Trainer, right now.
 
     ``into``: a snapshot no longer in use whose buffers may be overwritten.
@@ -156,12 +153,12 @@ def capture(trainer: Any, vops_state: dict[str, Any], into: Snapshot | None = No
         rng_state=rng_states(),
         trainer_state_json=json.dumps(dataclasses.asdict(trainer.state), indent=2,
                                       sort_keys=True) + "\n",
-        vops_state=dict(vops_state),
     )
 
 
 def write(snapshot: Snapshot, folder: Path) -> None:
-    """The snapshot as an HF Trainer checkpoint folder (plus ``vops_state.json``)."""
+    """The snapshot as an HF Trainer checkpoint folder. (What vops itself records - data
+    position, fingerprint, ... - goes into the checkpoint's manifest.)"""
     from safetensors.torch import save_file
 
     torch = adaptors.torch()
@@ -175,13 +172,3 @@ def write(snapshot: Snapshot, folder: Path) -> None:
         torch.save(snapshot.scheduler_state, folder / names.SCHEDULER_NAME)
     torch.save(snapshot.rng_state, folder / "rng_state.pth")
     (folder / names.TRAINER_STATE_NAME).write_text(snapshot.trainer_state_json)
-    write_vops_state(folder, snapshot.vops_state)
-
-
-def write_vops_state(folder: Path, state: dict[str, Any]) -> None:
-    (folder / VOPS_STATE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-
-
-def read_vops_state(folder: Path) -> dict[str, Any]:
-    path = folder / VOPS_STATE
-    return json.loads(path.read_text()) if path.is_file() else {}

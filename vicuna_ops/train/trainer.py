@@ -143,7 +143,7 @@ class Checkpointer:
         meta = self._meta(trainer.state)
         if self._world.size == 1:
             trainer.store_flos()
-            snap = snapshot.capture(trainer, meta, into=self._take_spare())
+            snap = snapshot.capture(trainer, into=self._take_spare())
             job = UploadJob(step, self._local_root / f"step_{step:08d}", meta,
                             prepare=lambda folder: snapshot.write(snap, folder),
                             release=lambda: self._give_back(snap))
@@ -152,8 +152,6 @@ class Checkpointer:
             trainer.accelerator.wait_for_everyone()
             folder = Path(trainer.args.output_dir) / f"checkpoint-{step}"
             job = UploadJob(step, folder, meta)
-            if self._world.is_main:
-                snapshot.write_vops_state(folder, meta)
         if self._uploader is not None:
             self._uploader.submit(job)
         blocked = time.perf_counter() - started

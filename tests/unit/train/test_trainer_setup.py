@@ -87,7 +87,7 @@ def test_tiny_model_is_the_same_on_every_build():
 def test_snapshot_writes_what_the_trainers_own_save_writes(tiny_trainer, tmp_path):
     trainer, _recipe, _tok = tiny_trainer
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
-    snap = snapshot.capture(trainer, {"step": 2})
+    snap = snapshot.capture(trainer)
     trainer.args.output_dir = str(theirs)
     trainer._save_checkpoint(trainer.model, None)  # checkpointer=None: the plain HF save
     snapshot.write(snap, ours)
@@ -111,12 +111,12 @@ def test_snapshot_writes_what_the_trainers_own_save_writes(tiny_trainer, tmp_pat
     state_b = json.loads((hf / "trainer_state.json").read_text())
     for key in ("global_step", "epoch", "max_steps", "num_input_tokens_seen", "log_history"):
         assert state_a[key] == state_b[key], key
-    assert snapshot.read_vops_state(ours) == {"step": 2}
+    assert {p.name for p in ours.iterdir()} <= {p.name for p in hf.iterdir()}
 
 
 def test_snapshot_is_a_private_copy(tiny_trainer):
     trainer, _recipe, _tok = tiny_trainer
-    snap = snapshot.capture(trainer, {})
+    snap = snapshot.capture(trainer)
     name, param = next(iter(trainer.model.named_parameters()))
     with torch.no_grad():
         param.add_(1.0)
