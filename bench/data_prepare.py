@@ -7,7 +7,10 @@
 1. Throughput: a synthetic ShareGPT dump of 100K multi-turn conversations (assistant turns as
    scraped HTML with code blocks and copy buttons, "1 / 1" counters, some long enough to
    split, a few malformed lines and duplicates) through the whole pipeline with one worker
-   (the same-run baseline) and with two; prints conversations/s for each and the ratio.
+   (the same-run baseline) and with two; prints conversations/s for each and the ratio, and
+   beside them the cores each run actually obtained and its CPU-ms per conversation (summed
+   over the process tree), since on a shared machine the wall-clock ratio measures the
+   neighbours as much as the code.
 2. Memory: a ~1 GB JSON-list dump through the pipeline with two workers, in a child process
    whose tree (main + workers) is sampled every 0.2 s; prints the peak RSS sum (and PSS, which
    counts pages shared after fork once) and peak/1 GB as the ratio.

@@ -27,7 +27,7 @@ import pytest
 from vicuna_ops.recipe import dump_recipe, load_recipe
 from vicuna_ops.storage import open_store
 from vicuna_ops.train.args import EXIT_OK, EXIT_PREEMPTED
-from vicuna_ops.train.checkpoint import list_candidates, restore_newest
+from vicuna_ops.train.checkpoint import list_candidates
 from vicuna_ops.train.progress import parse_event
 
 pytestmark = pytest.mark.slow
@@ -253,6 +253,8 @@ def test_notices_stop_at_the_next_step_and_a_corrupt_checkpoint_falls_back(
 
     first = trainer.run(on_event=sigterm)
     assert first.code == EXIT_PREEMPTED, first.stderr[-3000:]
+    # what a node script behind torchrun (which exits 1 for any failing worker) reads
+    assert (tmp_path / "scratch" / "noticed" / "exit_code").read_text() == "75\n"
     stop = first.of("stop")[0]
     assert stop["source"] == "SIGTERM" and stop["step"] >= 5
     assert first.of("step")[-1]["step"] == stop["step"]  # no step after the stop

@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         error_line(f"unexpected {type(exc).__name__}: {exc} (hint: rerun with --debug and "
                    "report it)")
         sys.exit(1)
-    # click hands back Exit codes instead of exiting when not standalone
+    # click hands back Exit codes instead of exiting when not standalone (130: Ctrl-C)
+    if result == 130:
+        error_line("interrupted")
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -82,7 +82,12 @@ class PrepareOptions:
 def prepare(inputs: list[str], out: str, tokenizer_spec: str,
             options: PrepareOptions | None = None, progress: ProgressFn | None = None
             ) -> Report:
-    """Clean, filter and split ``inputs`` into ``out``; returns the report it wrote."""
+    """Clean, filter and split ``inputs`` into ``out``; returns the report it wrote.
+
+    With more than one worker, workers start from a forkserver, so (as with any spawn or
+    forkserver start) a script that calls this must guard its entry point with
+    ``if __name__ == "__main__":``.
+    """
     from vicuna_ops.storage import open_store
 
     options = options or PrepareOptions()
@@ -264,7 +269,8 @@ def _outcomes(clean: CleanOptions, tokenizer_spec: str, chunks: Iterator[list[Ra
         raise getattr(errors, name, VopsError)(message, hint=hint) from None
     except BrokenProcessPool as exc:
         raise VopsError("a data-prep worker process died (out of memory?)",
-                        hint="retry with fewer --workers, or check the machine's memory") \
+                        hint="retry with fewer --workers, or check the machine's memory; a "
+                             "script calling prepare() needs `if __name__ == '__main__':`") \
             from exc
     finally:
         for future in pending:
