@@ -18,6 +18,7 @@ Knobs: ``VOPS_E2E_BASE`` (default /tmp/vops-e2e), ``VOPS_E2E_KEEP``.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory, e2e_timings: Timings
         else:
             t0 = time.time()
             rc = cluster.down(log=logs / "down.log")
+            shutil.rmtree(base / "shared", ignore_errors=True)  # the tests' buckets, models
             e2e_timings.add("cluster down (down.sh)", time.time() - t0)
             if rc != 0:
                 sys.stderr.write(f"\ntests/e2e/harness/down.sh exited {rc}: see "

@@ -106,8 +106,9 @@ class Processor:
         except Malformed as exc:
             return Outcome(raw.where, "malformed", str(exc))
         except Exception as exc:  # a bug must cost one record, not the run; it is listed
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            detail = f"{type(exc).__name__}: {exc} ({frame.filename}:{frame.lineno})"
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+            detail = f"{type(exc).__name__}: {exc}{where}"
             return Outcome(raw.where, "internal_error", detail)
 
     def _process(self, raw: RawRecord) -> Outcome:

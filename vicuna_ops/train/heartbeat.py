@@ -69,6 +69,7 @@ class SegmentHeartbeat:
         self._cost_fn: CostFn | None = None
         self._unpriced_logged = False
         self.write_failures = 0
+        self._progress: tuple[int, int, float] | None = None  # (steps, tokens, epoch)
         self.cost: float | None = None
         now = clock()
         fields = {**segments.node_identity(), **(identity or {})}
@@ -85,11 +86,12 @@ class SegmentHeartbeat:
         """The step this attempt starts from, once the checkpoint is known."""
         with self._lock:
             self.record = self.record.model_copy(update={"first_step": step, "steps": step})
+            self._progress = None
 
     def update(self, *, steps: int, tokens: int, epoch: float) -> None:
-        with self._lock:
-            self.record = self.record.model_copy(
-                update={"steps": steps, "tokens": tokens, "epoch": round(epoch, 4)})
+        """Called at every optimizer step: only remembers the numbers (the record is rebuilt
+        at the next beat), so the training thread pays nothing measurable for it."""
+        self._progress = (steps, tokens, round(epoch, 4))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -110,7 +112,11 @@ class SegmentHeartbeat:
 
     def beat(self, check_budget: bool = True) -> None:
         with self._lock:
-            self.record = self.record.model_copy(update={"heartbeat": self._clock()})
+            update: dict[str, Any] = {"heartbeat": self._clock()}
+            if self._progress is not None:
+                steps, tokens, epoch = self._progress
+                update.update(steps=steps, tokens=tokens, epoch=epoch)
+            self.record = self.record.model_copy(update=update)
             record = self.record
         try:
             segments.write_segment(self._store, record)
