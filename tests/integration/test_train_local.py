@@ -41,7 +41,7 @@ def test_local_run_trains_records_and_reruns_as_finished(tmp_path, capsys):
     with Ledger() as ledger:
         row = ledger.get_run("demo")
         assert (row["kind"], row["status"], row["bucket"]) == ("train", "succeeded",
-                                                               f"file://{tmp_path}/bucket/demo")
+                                                               f"file://{tmp_path}/bucket")
         assert row["data"]["steps"] == 8 and row["data"]["recipe"] == "tiny"
         segments = ledger.segments("demo")
         assert len(segments) == 1 and segments[0]["data"]["status"] == "finished"

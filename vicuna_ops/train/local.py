@@ -59,7 +59,8 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
     recipe_path.write_text(dump_recipe(recipe))
     log_path = folder / "train.log"
     with Ledger() as ledger:
-        _open_ledger_row(ledger, name, run_store.uri, recipe, data, max_steps, max_cost)
+        # The ledger keeps the bucket root, as launched runs do: readers append /<run-id>.
+        _open_ledger_row(ledger, name, open_store(bucket).uri, recipe, data, max_steps, max_cost)
     command = child_command(recipe_path, bucket, name, folder / "work", data=data,
                             max_steps=max_steps, max_cost=max_cost)
     started = time.time()
