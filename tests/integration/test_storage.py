@@ -427,3 +427,25 @@ def test_retry_transient_backs_off_then_gives_up() -> None:
     with pytest.raises(ConnectionResetError):
         retry_transient(lambda: flaky() and flaky() and permanent(), is_transient=transient,
                         attempts=2, sleep=sleeps.append)
+
+
+def test_put_file_records_a_digest_the_caller_already_has(any_bucket, tmp_path: Path) -> None:
+    """A checkpoint's manifest has hashed every file: put_file takes that digest instead of
+    reading the file again, and reads still verify against it."""
+    import hashlib
+
+    from vicuna_ops.storage import open_store
+
+    store = open_store(any_bucket)
+    source = tmp_path / "blob.bin"
+    source.write_bytes(b"x" * 100_000)
+    store.put_file("k/blob.bin", source, sha256=hashlib.sha256(b"x" * 100_000).hexdigest())
+    store.get_file("k/blob.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == b"x" * 100_000
+    if not any_bucket.startswith("file://"):  # a wrong digest is caught on read, not trusted
+        from vicuna_ops.errors import StorageError
+
+        store.put_file("k/lie.bin", source, sha256="0" * 64)
+        with pytest.raises(StorageError):
+            store.get_file("k/lie.bin", tmp_path / "lie.bin")
+        assert not (tmp_path / "lie.bin").exists()

@@ -106,14 +106,16 @@ class Store(abc.ABC):
         with self._boundary("read", key):
             return self._get_bytes(key)
 
-    def put_file(self, key: str, path: str | Path) -> None:
+    def put_file(self, key: str, path: str | Path, sha256: str | None = None) -> None:
+        """Upload a file (multipart when large). ``sha256``: its digest when the caller already
+        has it (a checkpoint manifest does), which saves reading the file twice."""
         check_key(key)
         source = Path(path)
         if not source.is_file():
             raise StorageError(f"cannot upload {source} to {self.url_for(key)}: not a file",
                                hint="pass the path of an existing regular file")
         with self._boundary("write", key):
-            self._put_file(key, source)
+            self._put_file(key, source, sha256)
 
     def get_file(self, key: str, path: str | Path) -> None:
         """Download to ``path`` atomically: a verified temp file renamed over it, or nothing."""
@@ -170,7 +172,7 @@ class Store(abc.ABC):
     def _get_bytes(self, key: str) -> bytes: ...
 
     @abc.abstractmethod
-    def _put_file(self, key: str, source: Path) -> None: ...
+    def _put_file(self, key: str, source: Path, sha256: str | None) -> None: ...
 
     @abc.abstractmethod
     def _get_file(self, key: str, tmp: Path) -> None:

@@ -78,9 +78,9 @@ class GCSStore(Store):
         verify_sha256((blob.metadata or {}).get(SHA256_META), sha256_bytes(data), url)
         return data
 
-    def _put_file(self, key: str, source: Path) -> None:
+    def _put_file(self, key: str, source: Path, sha256: str | None) -> None:
         blob = self._bucket().blob(self._name(key), chunk_size=UPLOAD_CHUNK)
-        blob.metadata = {SHA256_META: sha256_file(source)}
+        blob.metadata = {SHA256_META: sha256 or sha256_file(source)}
         blob.upload_from_filename(str(source), content_type="application/octet-stream",
                                   **self._call_args())
 

@@ -50,7 +50,7 @@ class LocalStore(Store):
     def _get_bytes(self, key: str) -> bytes:
         return self._existing(key).read_bytes()
 
-    def _put_file(self, key: str, source: Path) -> None:
+    def _put_file(self, key: str, source: Path, sha256: str | None) -> None:
         target = self._prepare(key)
         with atomic_target(target) as tmp:
             shutil.copyfile(source, tmp)

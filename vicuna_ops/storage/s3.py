@@ -93,8 +93,9 @@ class S3Store(Store):
 
         return retry_transient(fetch, is_transient=_is_transient_read)
 
-    def _put_file(self, key: str, source: Path) -> None:
-        extra = {"Metadata": {SHA256_META: sha256_file(source)}, "ChecksumAlgorithm": "CRC32"}
+    def _put_file(self, key: str, source: Path, sha256: str | None) -> None:
+        extra = {"Metadata": {SHA256_META: sha256 or sha256_file(source)},
+                 "ChecksumAlgorithm": "CRC32"}
         self._client().upload_file(str(source), self.bucket, self._name(key), ExtraArgs=extra,
                                    Config=self._transfer_config())
 

@@ -19,6 +19,7 @@ half-uploaded one wins.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -30,10 +31,11 @@ from typing import Any
 from vicuna_ops import layout
 from vicuna_ops.errors import StorageError
 from vicuna_ops.train.manifest import (
+    FileEntry,
     Manifest,
     ManifestError,
-    build_manifest,
     local_files,
+    sha256_file,
     verify_local,
 )
 
@@ -78,26 +80,36 @@ def publish_folder(store: Any, local_dir: Path, folder: str, step: int | None,
     """Upload ``local_dir`` as ``folder`` (files, then manifest, then LATEST).
 
     ``fresh``: the caller knows no folder of that name exists (it listed the run since).
+    Each file is hashed and then uploaded by one task, the tasks in parallel, so hashing one
+    file overlaps uploading another (hashlib and sockets both let go of the GIL).
     """
     started = time.monotonic()
-    manifest = build_manifest(local_dir, step, time.time(), meta)
+    created = time.time()
     if not fresh:
         # A folder of this name may remain from an attempt killed mid-upload (or a corrupt
         # one we fell back from). Its manifest goes first: it never vouches for a mix.
         store.delete(f"{folder}/{layout.MANIFEST}")
         store.delete_prefix(folder)
     paths = local_files(local_dir)
+    if not paths:
+        raise ManifestError(f"{local_dir} holds no files")
 
-    def upload(rel: str, path: Path) -> None:
-        if path.stat().st_size < SMALL_FILE:
-            store.put_bytes(f"{folder}/{rel}", path.read_bytes())
-        else:
-            store.put_file(f"{folder}/{rel}", path)
+    def hash_and_upload(rel: str, path: Path) -> FileEntry:
+        size = path.stat().st_size
+        if size < SMALL_FILE:
+            data = path.read_bytes()
+            store.put_bytes(f"{folder}/{rel}", data)
+            return FileEntry(len(data), hashlib.sha256(data).hexdigest())
+        entry = FileEntry(size, sha256_file(path))
+        # the store records the same digest: no second pass over a multi-GB file
+        store.put_file(f"{folder}/{rel}", path, sha256=entry.sha256)
+        return entry
 
     workers = max(1, min(UPLOAD_WORKERS, len(paths)))
     with ThreadPoolExecutor(workers, thread_name_prefix="vops-upload") as pool:
-        for future in [pool.submit(upload, rel, path) for rel, path in paths.items()]:
-            future.result()
+        futures = {rel: pool.submit(hash_and_upload, rel, path) for rel, path in paths.items()}
+        files = {rel: future.result() for rel, future in futures.items()}
+    manifest = Manifest(step=step, files=files, created=created, meta=dict(meta or {}))
     store.put_bytes(f"{folder}/{layout.MANIFEST}", manifest.to_json())
     if latest:
         store.put_bytes(layout.LATEST, folder.encode())

@@ -36,7 +36,8 @@ def publish(store, tmp_path, *steps):
 def test_publish_writes_files_then_manifest_then_latest(store, tmp_path, monkeypatch):
     calls = []
     real_put_file, real_put_bytes = store.put_file, store.put_bytes
-    store.put_file = lambda key, path: (calls.append(key), real_put_file(key, path))
+    store.put_file = lambda key, path, sha256=None: (calls.append(key),
+                                                      real_put_file(key, path, sha256))
     store.put_bytes = lambda key, data: (calls.append(key), real_put_bytes(key, data))
     monkeypatch.setattr(checkpoint, "SMALL_FILE", 500)  # the weights go by put_file
     result = checkpoint.publish_checkpoint(store, make_checkpoint(tmp_path, 7), 7, {"x": 1})
