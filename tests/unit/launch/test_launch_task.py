@@ -36,7 +36,8 @@ def test_overlay_sets_every_run_value_and_keeps_the_template():
     assert task["name"] == "demo" and task["num_nodes"] == 2
     assert res["accelerators"] == "A100:8" and res["use_spot"] is False
     assert res["disk_size"] == 512
-    assert res["job_recovery"] == {"strategy": "EAGER_NEXT_REGION", "max_restarts_on_errors": 3}
+    assert res["job_recovery"] == {"strategy": "EAGER_NEXT_REGION", "max_restarts_on_errors": 3,
+                                   "recover_on_exit_codes": [75]}
     assert res["ordered"] == [{"infra": "aws/us-east-1/us-east-1d"},
                               {"infra": "gcp/europe-west4/europe-west4-a"},
                               {"infra": "aws/us-east-2/us-east-2a"}]
