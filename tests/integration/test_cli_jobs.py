@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from vicuna_ops.cli.app import main
+from fixtures.cli import run_vops
 from vicuna_ops.errors import CloudError
 from vicuna_ops.launch import sky_sdk
 from vicuna_ops.launch.sky_sdk import ManagedJob
@@ -50,14 +50,7 @@ class FakeSky:
         return 100 if follow else None
 
 
-def vops(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+vops = run_vops
 
 
 def add_run(run_id: str, bucket: str | None, job_ids: list[int], status="launched") -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vicuna_ops.cli.app import main
+from fixtures.cli import run_vops
 from vicuna_ops.launch import sky_sdk
 from vicuna_ops.launch.sky_sdk import ManagedJob
 from vicuna_ops.ledger import Ledger
@@ -54,14 +54,7 @@ class FakeSky:
         self.cancelled.extend(job_ids)
 
 
-def vops(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+vops = run_vops
 
 
 def serve_flags(*extra: str) -> list[str]:

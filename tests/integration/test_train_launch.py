@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vicuna_ops.cli.app import main
+from fixtures.cli import run_vops
 from vicuna_ops.errors import CloudError
 from vicuna_ops.launch import sky_sdk
 from vicuna_ops.ledger import Ledger
@@ -53,14 +53,7 @@ class FakeSky:
         return self.next_job_id
 
 
-def vops(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+vops = run_vops
 
 
 def dry_run(capsys, *extra: str, name: str = "run-a") -> dict:
