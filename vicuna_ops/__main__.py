@@ -1,5 +1,5 @@
 """``python -m vicuna_ops`` is ``vops``."""
 
-from vicuna_ops.cli.app import main
+from vicuna_ops.cli.app import console_main
 
-main()
+console_main()

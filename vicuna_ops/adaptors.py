@@ -6,9 +6,13 @@ must not need SkyPilot at all; so callers ask for a module here at the moment th
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
+import sys
+from contextlib import contextmanager
 from types import ModuleType
+from typing import Iterator
 
 from vicuna_ops.errors import UserError
 
@@ -35,14 +39,37 @@ _EXTRAS = {
 
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a UserError that says which extra installs it."""
+    if module in sys.modules:
+        return sys.modules[module]
     try:
-        return importlib.import_module(module)
+        with _collector_paused():
+            return importlib.import_module(module)
     except ImportError as exc:
         extra = _EXTRAS.get(module, module)
         raise UserError(
             f"{module} is not installed",
             hint=f"pip install 'vicuna-ops[{extra}]'",
         ) from exc
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Run a large import with Python's cyclic garbage collector off.
+
+    Importing SkyPilot or torch + transformers allocates millions of long-lived objects,
+    and the collector keeps rescanning them while they load: 20-30% of the import time
+    (``import sky`` 1.7 -> 1.35 s CPU here, torch + transformers 3.8 -> 2.6 s). Afterwards
+    ``gc.freeze()`` moves them to the permanent generation, so later collections skip them
+    too; the modules live as long as the process anyway.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if was_enabled:
+            gc.enable()
 
 
 def sky() -> ModuleType:

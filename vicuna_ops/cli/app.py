@@ -98,4 +98,16 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(result if isinstance(result, int) else 0)
 
 
-__all__ = ["app", "main", "UserError"]
+def console_main() -> None:
+    """The ``vops`` console script: ``main`` plus a fast exit (see ``fast_exit``)."""
+    from vicuna_ops.cli import fast_exit
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = fast_exit.exit_code(exc.code)
+    fast_exit.exit_now(code)
+
+
+__all__ = ["app", "console_main", "main", "UserError"]

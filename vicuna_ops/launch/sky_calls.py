@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 
@@ -41,6 +42,33 @@ def catalog_calls(clouds: Sequence[str]) -> Iterator[None]:
                               "(or see `sky gpus list`)") from exc
     finally:
         sky_logger.setLevel(level)
+
+
+def start_catalog_warmup(clouds: Sequence[str]) -> threading.Thread | None:
+    """Begin SkyPilot's first read of AWS's catalog on a background thread, and return it.
+
+    That first read probes the AWS account (SkyPilot runs ``aws configure list``, a
+    subprocess of ~0.5 s, to map zone IDs to the account's zone names). Started right after
+    ``import sky``, the probe runs on another core while this thread imports pandas and
+    prices GCP. Failures are left for the real call to raise: SkyPilot caches only a
+    successful read, so the next catalog call repeats it and reports the error.
+    """
+    if "aws" not in clouds:
+        return None
+    adaptors.sky()
+
+    def read() -> None:
+        from sky import catalog, sky_logging
+
+        try:
+            with sky_logging.silent():  # thread-local in SkyPilot: each thread needs its own
+                catalog.instance_type_exists("p4d.24xlarge", clouds="aws")
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+
+    thread = threading.Thread(target=read, name="vops-aws-catalog", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from vicuna_ops.launch.accelerators import canonical_gpus
 from vicuna_ops.launch.candidates import Candidate, zone_candidates
 from vicuna_ops.launch.plan import Estimate, estimate
 from vicuna_ops.launch.request import TrainRequest
+from vicuna_ops.launch.sky_calls import start_catalog_warmup
 from vicuna_ops.launch.setup_source import NodeInstall, node_install
 from vicuna_ops.launch.task import build_train_task, load_template, write_task_yaml
 from vicuna_ops.launch.validate import Placement, validate_task_file
@@ -82,6 +83,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
         gpus, candidates = request.gpus, []
     else:
+        start_catalog_warmup(request.clouds)
         # Canonical name first (cheap); a name or count no cloud offers is explained by
         # zone_candidates when it finds nothing, so the happy path asks the catalog once.
         gpus = canonical_gpus(request.gpus, request.clouds)
