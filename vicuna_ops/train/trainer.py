@@ -121,6 +121,16 @@ class Checkpointer:
             if len(self._spare) < 2:  # one being written + one pending is all we ever need
                 self._spare.append(snap)
 
+    def _spare_for(self, step: int) -> snapshot.Snapshot | None:
+        """Buffers for the capture at ``step``. With none spare (one snapshot being written,
+        one waiting), the waiting one is withdrawn: this capture supersedes it anyway, and
+        reusing its buffers avoids a fresh multi-GB allocation on the training thread."""
+        spare = self._take_spare()
+        if spare is None and self._uploader is not None \
+                and self._uploader.withdraw_pending(step):
+            spare = self._take_spare()
+        return spare
+
     def prewarm(self, trainer: Any) -> None:
         """Once, after the first optimizer step (when Adam's state exists): allocate the
         snapshot buffers on a background thread, so the first checkpoint only copies."""
@@ -143,7 +153,7 @@ class Checkpointer:
         meta = self._meta(trainer.state)
         if self._world.size == 1:
             trainer.store_flos()
-            snap = snapshot.capture(trainer, into=self._take_spare())
+            snap = snapshot.capture(trainer, into=self._spare_for(step))
             job = UploadJob(step, self._local_root / f"step_{step:08d}", meta,
                             prepare=lambda folder: snapshot.write(snap, folder),
                             release=lambda: self._give_back(snap))

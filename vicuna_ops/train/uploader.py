@@ -70,11 +70,25 @@ class CheckpointUploader:
             stale, self._pending = self._pending, job
             self._cond.notify_all()
         if stale is not None:
-            _release(stale)
-            self.stats.superseded.append(stale.step)
-            shutil.rmtree(stale.local_dir, ignore_errors=True)
-            self._on_event({"event": "upload-skipped", "step": stale.step,
-                            "reason": f"superseded by step {job.step}"})
+            self._discard(stale, f"superseded by step {job.step}")
+
+    def withdraw_pending(self, newer_step: int) -> bool:
+        """Drop the checkpoint still waiting for its turn, because step ``newer_step`` is
+        about to replace it; its ``release`` runs now, so the newer capture can reuse its
+        host buffers instead of allocating fresh ones. False when nothing was waiting."""
+        with self._cond:
+            stale, self._pending = self._pending, None
+            self._cond.notify_all()
+        if stale is None:
+            return False
+        self._discard(stale, f"superseded by step {newer_step}")
+        return True
+
+    def _discard(self, stale: UploadJob, reason: str) -> None:
+        _release(stale)
+        self.stats.superseded.append(stale.step)
+        shutil.rmtree(stale.local_dir, ignore_errors=True)
+        self._on_event({"event": "upload-skipped", "step": stale.step, "reason": reason})
 
     @property
     def busy(self) -> bool:

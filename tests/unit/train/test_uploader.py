@@ -47,6 +47,33 @@ def test_pending_checkpoint_is_superseded_while_one_uploads(tmp_path):
     assert kinds.count("upload-done") == 2 and "upload-skipped" in kinds
 
 
+def test_withdrawn_pending_checkpoint_gives_its_buffers_back(tmp_path):
+    store = open_store(str(tmp_path / "bucket"))
+    release, started = threading.Event(), threading.Event()
+    returned = []
+
+    def slow_prepare(folder: Path) -> None:
+        started.set()
+        release.wait(10)
+        (folder / "weights.bin").write_bytes(b"one")
+
+    uploader = CheckpointUploader(store, keep=5)
+    assert not uploader.withdraw_pending(1)  # nothing waiting
+    uploader.submit(job(tmp_path, 1, slow_prepare))
+    assert started.wait(10)
+    waiting = job(tmp_path, 2)
+    waiting.release = lambda: returned.append(2)
+    uploader.submit(waiting)
+    assert uploader.withdraw_pending(3)
+    assert returned == [2] and not (tmp_path / "ckpt-2").exists()
+    assert not uploader.withdraw_pending(3)  # the one in flight is never withdrawn
+    uploader.submit(job(tmp_path, 3))
+    release.set()
+    assert uploader.close(timeout=20)
+    assert uploader.stats.published == [1, 3] and uploader.stats.superseded == [2]
+    assert store.get_bytes("LATEST") == b"step_00000003"
+
+
 def test_a_failed_upload_is_reported_and_the_next_one_still_runs(tmp_path):
     store = open_store(str(tmp_path / "bucket"))
     real_put_bytes = store.put_bytes
