@@ -46,8 +46,11 @@ from vicuna_ops.storage.base import (
 )
 from vicuna_ops.storage.uri import StorageURI
 
-MULTIPART_CHUNK = 64 << 20
-MAX_CONCURRENCY = 8
+# 16 MiB parts: a 256 MB file goes up as 16 parallel parts (64 MiB gave only 4, measured
+# 0.61-0.85 of tuned boto3 on moto; 16 MiB gives 0.99-1.2). boto3 enlarges the parts by
+# itself when a file would need more than S3's 10,000 (above ~160 GB).
+MULTIPART_CHUNK = 16 << 20
+MAX_CONCURRENCY = 10
 _CREDENTIALS_HINT = "check AWS credentials (AWS_ACCESS_KEY_ID/AWS_PROFILE)"
 _CREDENTIAL_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
