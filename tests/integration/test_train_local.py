@@ -3,6 +3,12 @@ ledger row, the summary, a rerun of a finished run, and a failure."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 
 from vicuna_ops.errors import VopsError
@@ -73,3 +79,30 @@ def test_same_name_in_another_bucket_is_refused(tmp_path):
         run_local(quick_tiny(), str(tmp_path / "bucket"), "taken", data=None, max_steps=None,
                   max_cost=None, json_output=True)
     assert "already exists" in caught.value.message
+
+
+def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
+    """As a terminal's Ctrl-C does: SIGINT to the whole foreground group (CLI and trainer)."""
+    bucket = tmp_path / "bucket"
+    command = [sys.executable, "-m", "vicuna_ops", "train", "--local", "--recipe", "tiny",
+               "--bucket", str(bucket), "--name", "ctrlc", "--max-steps", "5000"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (bucket / "ctrlc" / "LATEST").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "stopped with a checkpoint" in out
+    latest = (bucket / "ctrlc" / "LATEST").read_text().strip()
+    assert (bucket / "ctrlc" / latest / "MANIFEST.json").is_file()
+    assert not (bucket / "ctrlc" / "final").exists()
+    with Ledger() as ledger:
+        assert ledger.get_run("ctrlc")["status"] == "preempted"

@@ -180,6 +180,8 @@ def _train_local(*, recipe: str, data: str | None, bucket: str | None, name: str
                        max_cost=max_cost, json_output=as_json)
     if as_json:
         output.print_json(result)
+    if result.get("interrupted"):
+        raise typer.Exit(130)  # stopped by Ctrl-C (with a checkpoint): not a finished run
 
 
 def _usd(value: float | None) -> str:

@@ -82,6 +82,7 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
     if interrupted and code in (-signal.SIGKILL, -signal.SIGTERM):
         code = EXIT_PREEMPTED  # killed on the user's second Ctrl-C: resumable like a preemption
     summary = _summarize(events, name, run_store, code, time.time() - started, log_path)
+    summary["interrupted"] = interrupted  # the CLI exits 130, as an interrupted command does
     with Ledger() as ledger:
         _close_ledger_row(ledger, name, run_store, summary)
     if summary["status"] == "failed":
