@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("VOPS_DEBUG") == "1"
     command = typer.main.get_command(app)
+    _hide_flag_types(command)
     try:
         result = command.main(args=args, prog_name="vops", standalone_mode=False)
     except click.UsageError as exc:
@@ -96,6 +97,16 @@ def main(argv: list[str] | None = None) -> None:
     if result == 130:
         error_line("interrupted")
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _hide_flag_types(command: object) -> None:
+    """No ``<bool>`` beside on/off flags in the help (typer shows a type for every option;
+    a flag takes no value). An empty metavar is what typer prints in the type column."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False) and getattr(param, "metavar", None) is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        _hide_flag_types(sub)
 
 
 def console_main() -> None:
