@@ -27,6 +27,7 @@ from typing import Any, AsyncIterator
 from vicuna_ops import adaptors
 from vicuna_ops.serve import protocol
 from vicuna_ops.serve.bodies import bearer_in, parse_body, read_body
+from vicuna_ops.serve.error_handlers import install_error_handlers
 from vicuna_ops.serve.metrics import ControllerMetrics
 from vicuna_ops.serve.protocol import ApiError
 from vicuna_ops.serve.proxy import Call, Passthrough, Proxy, ProxySettings, new_upstream_client
@@ -55,7 +56,6 @@ class ControllerSettings:
 def create_app(settings: ControllerSettings) -> Any:
     fastapi = adaptors.require("fastapi")
     from fastapi.responses import JSONResponse, Response, StreamingResponse
-    from starlette.exceptions import HTTPException
 
     if not settings.worker_token:
         raise ValueError("the controller needs a worker token")
@@ -96,22 +96,7 @@ def create_app(settings: ControllerSettings) -> Any:
     app = fastapi.FastAPI(title="vops controller", lifespan=lifespan, docs_url=None,
                           redoc_url=None, openapi_url=None)
 
-    # --- errors: always OpenAI's shape, never a bare 500 -----------------------------------
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Any, exc: ApiError) -> Any:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Any, exc: Any) -> Any:
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(),
-                            status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _bug(request: Any, exc: Exception) -> Any:
-        log.exception("unhandled error on %s", request.url.path)
-        error = ApiError(500, f"internal error: {type(exc).__name__}", type="server_error")
-        return JSONResponse(error.body(), status_code=500)
+    install_error_handlers(app, log)
 
     # --- public API ------------------------------------------------------------------------
 

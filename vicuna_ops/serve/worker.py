@@ -28,6 +28,7 @@ from vicuna_ops import adaptors, template
 from vicuna_ops.serve import protocol
 from vicuna_ops.serve.backends import GenerationParams, GenerationStats, load_backend
 from vicuna_ops.serve.bodies import bearer_in, parse_body, read_body
+from vicuna_ops.serve.error_handlers import install_error_handlers
 from vicuna_ops.serve.membership import Membership
 from vicuna_ops.serve.protocol import ApiError
 
@@ -79,7 +80,6 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
     """The worker app; loads the backend now, so a bad model fails before registering."""
     fastapi = adaptors.require("fastapi")
     from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
 
     backend = backend or load_backend(
         settings.backend, model=settings.model, model_name=settings.model_name,
@@ -115,14 +115,7 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
     app.state.settings = settings
     app.state.backend = backend
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Any, exc: ApiError) -> Any:
-        return JSONResponse(exc.body(), status_code=exc.status)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Any, exc: Any) -> Any:
-        return JSONResponse(ApiError(exc.status_code, str(exc.detail)).body(),
-                            status_code=exc.status_code)
+    install_error_handlers(app, log)
 
     def check_token(request: Any) -> None:
         if not bearer_in(request, (settings.worker_token,)):
