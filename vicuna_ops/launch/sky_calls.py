@@ -44,8 +44,8 @@ def catalog_calls(clouds: Sequence[str]) -> Iterator[None]:
         sky_logger.setLevel(level)
 
 
-def start_catalog_warmup(clouds: Sequence[str]) -> threading.Thread | None:
-    """Begin SkyPilot's first read of AWS's catalog on a background thread, and return it.
+def start_catalog_warmup(clouds: Sequence[str]) -> None:
+    """Begin SkyPilot's first read of AWS's catalog on a background thread.
 
     That first read probes the AWS account (SkyPilot runs ``aws configure list``, a
     subprocess of ~0.5 s, to map zone IDs to the account's zone names). Started right after
@@ -54,7 +54,7 @@ def start_catalog_warmup(clouds: Sequence[str]) -> threading.Thread | None:
     successful read, so the next catalog call repeats it and reports the error.
     """
     if "aws" not in clouds:
-        return None
+        return
     adaptors.sky()
 
     def read() -> None:
@@ -66,9 +66,7 @@ def start_catalog_warmup(clouds: Sequence[str]) -> threading.Thread | None:
         except Exception:  # noqa: BLE001 - see the docstring
             pass
 
-    thread = threading.Thread(target=read, name="vops-aws-catalog", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=read, name="vops-aws-catalog", daemon=True).start()
 
 
 @contextmanager

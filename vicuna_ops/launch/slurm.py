@@ -27,6 +27,7 @@ What differs from a cloud run, and why:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -168,6 +169,17 @@ def pip_envs(settings: Mapping[str, str], torch_version: str | None) -> dict[str
     return envs
 
 
+@functools.lru_cache(maxsize=1)
+def _launching_machine_envs() -> tuple[tuple[str, str], ...]:
+    return tuple(pip_envs(read_pip_settings(), local_torch_version()).items())
+
+
+def launching_machine_envs() -> dict[str, str]:
+    """``pip_envs`` of this machine, read once per process: a deployment adapts a controller
+    and every worker task, and each read runs ``pip config list`` (a subprocess)."""
+    return dict(_launching_machine_envs())
+
+
 def local_torch_version() -> str | None:
     from importlib import metadata
 
@@ -214,21 +226,19 @@ def train_task(task: dict[str, Any], request: Any) -> dict[str, Any]:
     ``request`` is a launch.request.TrainRequest."""
     from vicuna_ops.launch.task import NODE_RECIPE_PATH as CLOUD_RECIPE_PATH
 
-    envs = pip_envs(read_pip_settings(), local_torch_version())
     return adapt_task(task, request.clouds, node=request.cpu_node,
-                      gpus=None if request.cpu_node else str(request.gpus), envs=envs,
-                      recipe_mount=CLOUD_RECIPE_PATH)
+                      gpus=None if request.cpu_node else str(request.gpus),
+                      envs=launching_machine_envs(), recipe_mount=CLOUD_RECIPE_PATH)
 
 
 def serve_task(task: dict[str, Any], clouds: Sequence[str], *, port: int) -> dict[str, Any]:
     """A ``vops serve`` controller or worker task (serve.skytasks) in its Slurm form: a CPU
     node, and its own port, since Slurm packs several tasks onto one node and cannot open
     ports (the task's ``ports`` goes; the cluster's network is reachable as it is)."""
-    envs = pip_envs(read_pip_settings(), local_torch_version())
     port_env = "VOPS_WORKER_PORT" if "VOPS_WORKER_PORT" in (task.get("envs") or {}) \
         else "VOPS_API_PORT"
     return adapt_task(task, clouds, node=node_size(), gpus=None,
-                      envs={**envs, port_env: str(port)})
+                      envs={**launching_machine_envs(), port_env: str(port)})
 
 
 def worker_port(api_port: int, index: int) -> int:

@@ -19,7 +19,6 @@ half-uploaded one wins.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -30,12 +29,12 @@ from typing import Any
 
 from vicuna_ops import layout
 from vicuna_ops.errors import StorageError
+from vicuna_ops.storage.base import sha256_bytes, sha256_file
 from vicuna_ops.train.manifest import (
     FileEntry,
     Manifest,
     ManifestError,
     local_files,
-    sha256_file,
     verify_local,
 )
 
@@ -99,7 +98,7 @@ def publish_folder(store: Any, local_dir: Path, folder: str, step: int | None,
         if size < SMALL_FILE:
             data = path.read_bytes()
             store.put_bytes(f"{folder}/{rel}", data)
-            return FileEntry(len(data), hashlib.sha256(data).hexdigest())
+            return FileEntry(len(data), sha256_bytes(data))
         entry = FileEntry(size, sha256_file(path))
         # the store records the same digest: no second pass over a multi-GB file
         store.put_file(f"{folder}/{rel}", path, sha256=entry.sha256)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from array import array
 import random
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field

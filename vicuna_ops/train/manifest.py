@@ -7,7 +7,6 @@ its checksums catch a file that was damaged or replaced afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from vicuna_ops import layout
+from vicuna_ops.storage.base import sha256_file
 
 MANIFEST_VERSION = 1
-_CHUNK = 8 << 20
 
 
 class ManifestError(ValueError):
@@ -89,14 +88,6 @@ class Manifest:
 def _safe_relpath(name: str) -> bool:
     parts = name.split("/")
     return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def local_files(folder: Path) -> dict[str, Path]:
