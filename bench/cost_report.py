@@ -6,7 +6,7 @@ records, prices each segment the plain way: ``sky.catalog.get_hourly_cost`` (spo
 on-demand) for every record. vops memoizes per (cloud, zone, instance, spot) and adds the
 whole model (dedup, interruption losses, totals, the cumulative curve).
 
-Uses the offline catalog subset in ../shared/skypilot-catalog, copied to a temp HOME.
+Uses the offline catalog subset in tests/data/skypilot-catalog, copied to a temp HOME.
 
     python bench/cost_report.py [SEGMENTS]
 """

@@ -11,7 +11,7 @@ in the same run and interleaved with it (so load on the machine hits both), is a
 time than the baseline.
 
 No network here: SkyPilot would try to download its catalog, so the runs use a prepared
-HOME whose SKY_RUNTIME_DIR holds a copy of ../shared/skypilot-catalog/v8 (SkyPilot reads
+HOME whose SKY_RUNTIME_DIR holds a copy of tests/data/skypilot-catalog/v8 (SkyPilot reads
 $SKY_RUNTIME_DIR/.sky/catalogs/v8, else $HOME/...). On a machine with network nothing is
 needed: SkyPilot downloads its catalog once and caches it.
 
@@ -34,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUDGET_S = 3.0
-DEFAULT_CATALOG = REPO.parent / "shared" / "skypilot-catalog" / "v8"
+DEFAULT_CATALOG = REPO / "tests" / "data" / "skypilot-catalog" / "v8"
 
 
 def prepared_env(root: Path, catalog: Path) -> dict[str, str]:

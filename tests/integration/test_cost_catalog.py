@@ -1,5 +1,5 @@
 """Segments priced through SkyPilot's own catalog functions equal a hand computation from the
-rows of ../shared/skypilot-catalog, to the cent."""
+rows of tests/data/skypilot-catalog, to the cent."""
 
 from __future__ import annotations
 

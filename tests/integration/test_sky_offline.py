@@ -1,6 +1,6 @@
-"""SkyPilot's own optimizer, in-process, on the catalog subset in ../shared: no network at all.
+"""SkyPilot's own optimizer, in-process, on the catalog subset in tests/data: no network at all.
 
-The expected picks are the ones ../shared/skypilot-catalog/README.md records for SkyPilot
+The expected picks are the ones tests/data/skypilot-catalog/README.md records for SkyPilot
 0.14.1 on that snapshot; if they move, the catalog or SkyPilot changed, not vops.
 """
 
