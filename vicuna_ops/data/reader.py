@@ -21,6 +21,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Iterator, NamedTuple
 
@@ -106,6 +107,30 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
+class _GzipGuard(io.RawIOBase):
+    """A gzip stream whose corruption or truncation ends the input with a warning instead of
+    an exception: the records before the damage are still read, the one cut is reported."""
+
+    def __init__(self, unzipped: gzip.GzipFile, stats: ReadStats) -> None:
+        self._unzipped, self._stats, self._done = unzipped, stats, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._done:
+            return 0
+        try:
+            data = self._unzipped.read1(len(buffer))
+        except (EOFError, OSError, zlib.error) as exc:  # BadGzipFile is an OSError
+            self._done = True
+            self._stats.warn(f"{self._stats.source}: the gzip stream is cut short or corrupt "
+                             f"({exc or type(exc).__name__}); reading stopped there")
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def read_records(stream: BinaryIO, source: str, stats: ReadStats | None = None
                  ) -> Iterator[RawRecord]:
     """Every record of one input, in file order. ``stats`` is filled in as reading goes."""
@@ -114,7 +139,7 @@ def read_records(stream: BinaryIO, source: str, stats: ReadStats | None = None
     suffix = ""
     if binary.peek(2)[:2] == _GZIP_MAGIC:
         unzipped = gzip.GzipFile(fileobj=binary, mode="rb")
-        binary = io.BufferedReader(unzipped, 1 << 20)  # type: ignore[arg-type]
+        binary = io.BufferedReader(_GzipGuard(unzipped, stats), 1 << 20)
         suffix = "+gzip"
     first = _first_significant_byte(binary)
     if first is None:
@@ -180,7 +205,7 @@ DECODER = json.JSONDecoder(strict=False)
 _WS = re.compile(r"[ \t\r\n]*")
 # Tokens that matter for finding where a broken element ends: strings (skipped whole),
 # brackets and commas. Anything else inside a broken element is ignored.
-_SCAN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},]', re.DOTALL)
+_SCAN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
 
 
 class _ListParser:
@@ -243,11 +268,21 @@ class _ListParser:
                 if needs_more and not self.eof and pending < MAX_RECORD_CHARS:
                     self.fill(pending)  # twice the pending text: linear, not quadratic
                     continue
+                if needs_more and self.eof:
+                    # The input ends inside this item: all that is left is this item (its
+                    # text cannot hold another element that a scan could resync on).
+                    return "error", self.skip_to_end(exc)
                 return "error", self.skip_broken(exc)
             if end >= len(self.buf) and not self.eof and self.fill():
                 continue  # a number or literal may go on in the next chunk: parse again
             self.advance(end)
             return "value", obj
+
+    def skip_to_end(self, exc: json.JSONDecodeError) -> str:
+        error_line = self.line + self.buf.count("\n", self.pos, min(exc.pos, len(self.buf)))
+        self.advance(len(self.buf))
+        return (f"not valid JSON: {exc.msg} (line {error_line}); the file ends inside this "
+                "item (truncated?)")
 
     def skip_broken(self, exc: json.JSONDecodeError) -> str:
         """Move past a broken element to the next ',' or ']' at depth 0; the reason."""
@@ -259,7 +294,8 @@ class _ListParser:
             if len(self.buf) - self.pos >= MAX_RECORD_CHARS:
                 return f"item larger than {MAX_RECORD_CHARS >> 20} MiB or not valid JSON"
             return f"{reason}; the file ends inside this item (truncated?)"
-        self.advance(end)
+        # Never stay put: an error that consumed nothing would be reported forever.
+        self.advance(max(end, self.pos + 1))
         return reason
 
     def find_end(self) -> int | None:
@@ -271,9 +307,11 @@ class _ListParser:
                 if token in "[{":
                     depth += 1
                 elif token in "]}":
+                    if depth == 0:
+                        if token == "]":  # the list's own end
+                            return match.start()
+                        continue  # a stray '}' belongs to the broken element: skip it
                     depth -= 1
-                    if depth < 0:
-                        return match.start()
                 elif token == "," and depth == 0:
                     return match.start()
             if len(self.buf) - self.pos >= MAX_RECORD_CHARS:
