@@ -7,6 +7,11 @@ boundary (foreign exceptions become ``StorageError`` ``from`` the original) and 
 ``get_file`` atomic: the backend writes a temp file beside the destination, which is renamed
 over it only once the download verified, and removed otherwise.
 
+Conditional writes (``put_if_absent``, ``put_if_version``, ``delete_if_version``): the one
+primitive a lease needs. Each is a single compare-and-swap on the store itself (local: a file
+lock beside the object; S3: ``If-None-Match: *`` / ``If-Match: <etag>``; GCS:
+``ifGenerationMatch``), so of two racing writers exactly one succeeds.
+
 Checksums: remote backends record the SHA-256 of every object they write in the object's user
 metadata (``SHA256_META``) and verify it on ``get_bytes``, ``get_file`` and at the end of an
 ``open_read`` stream; objects written by other tools (no such metadata) are checked against
@@ -49,6 +54,15 @@ class ObjectInfo:
     @property
     def is_dir(self) -> bool:
         return self.key.endswith("/")
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's bytes and the store's version of them (S3 ETag, GCS generation, local
+    SHA-256): what a conditional write compares against."""
+
+    data: bytes
+    version: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +172,30 @@ class Store(abc.ABC):
         with self._boundary("delete", folder):
             return self._delete_prefix(folder)
 
+    def read_versioned(self, key: str) -> Versioned | None:
+        """The object and its version, or None when there is none."""
+        check_key(key)
+        with self._boundary("read", key):
+            return self._read_versioned(key)
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` only if no object is there; its new version, or None if one was."""
+        check_key(key)
+        with self._boundary("write", key):
+            return self._put_if_absent(key, bytes(data))
+
+    def put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        """Replace ``key`` only if it is still at ``version``; the new version, or None."""
+        check_key(key)
+        with self._boundary("write", key):
+            return self._put_if_version(key, bytes(data), version)
+
+    def delete_if_version(self, key: str, version: str) -> bool:
+        """Delete ``key`` only if it is still at ``version``; whether it was deleted."""
+        check_key(key)
+        with self._boundary("delete", key):
+            return self._delete_if_version(key, version)
+
     def check(self) -> None:
         """Cheap probe that the root is reachable and readable; StorageError with a hint if not."""
         with self._boundary("reach", ""):
@@ -195,6 +233,18 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def _check(self) -> None: ...
+
+    @abc.abstractmethod
+    def _read_versioned(self, key: str) -> Versioned | None: ...
+
+    @abc.abstractmethod
+    def _put_if_absent(self, key: str, data: bytes) -> str | None: ...
+
+    @abc.abstractmethod
+    def _put_if_version(self, key: str, data: bytes, version: str) -> str | None: ...
+
+    @abc.abstractmethod
+    def _delete_if_version(self, key: str, version: str) -> bool: ...
 
     def _translate(self, exc: Exception, action: str, target: str) -> StorageError | None:
         """Map a foreign exception to a StorageError, or None to let it through (a bug)."""

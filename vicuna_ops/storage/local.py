@@ -5,13 +5,19 @@ reader sees the old object or the new one, never half of one. Folders are create
 pruned when their last object is deleted, so listings match an object store's (no empty
 'dirs'); the temp files are never listed. There is no recorded checksum: the bytes on disk are
 the only copy.
+
+Conditional writes hold an exclusive ``flock`` on a hidden lock file beside the object (never
+listed) while they compare and write; the version is the SHA-256 of the bytes. Locks are
+advisory and local: good for one machine's processes, not for a folder shared over NFS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,7 +27,9 @@ from vicuna_ops.storage.base import (
     TEMP_MARKER,
     ObjectInfo,
     Store,
+    Versioned,
     atomic_target,
+    sha256_bytes,
 )
 from vicuna_ops.storage.uri import StorageURI
 
@@ -71,6 +79,51 @@ class LocalStore(Store):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         self._prune(path.parent)
+
+    # -- conditional writes ------------------------------------------------------------------
+
+    def _read_versioned(self, key: str) -> Versioned | None:
+        try:
+            data = self.path_for(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return Versioned(data, sha256_bytes(data))
+
+    def _put_if_absent(self, key: str, data: bytes) -> str | None:
+        with self._locked(key) as target:
+            if target.exists():
+                return None
+            with atomic_target(target) as tmp:
+                tmp.write_bytes(data)
+        return sha256_bytes(data)
+
+    def _put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        with self._locked(key) as target:
+            current = self._read_versioned(key)
+            if current is None or current.version != version:
+                return None
+            with atomic_target(target) as tmp:
+                tmp.write_bytes(data)
+        return sha256_bytes(data)
+
+    def _delete_if_version(self, key: str, version: str) -> bool:
+        with self._locked(key) as target:
+            current = self._read_versioned(key)
+            if current is None or current.version != version:
+                return False
+            target.unlink()
+        return True
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[Path]:
+        target = self._prepare(key)
+        lock_path = target.with_name(f"{TEMP_MARKER}{target.name}.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield target
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # -- folders -----------------------------------------------------------------------------
 

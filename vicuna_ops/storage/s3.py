@@ -17,7 +17,8 @@ What is verified:
 Objects written by other tools carry no SHA-256; for them only sizes and botocore's CRC
 checks apply. (Seen with moto 5.2: it accepts a wrong client CRC32 on upload, and its CRC32 of
 a multipart object is not the whole object's; hence the SHA-256 of our own as the end-to-end
-check.) ``check()`` lists at most one key under the root, so it needs s3:ListBucket.
+check.) Conditional writes send ``If-None-Match: *`` / ``If-Match: <etag>`` (S3 answers 412,
+or 409 when two conditional writes collide); the version is the ETag. ``check()`` lists at most one key under the root, so it needs s3:ListBucket.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from vicuna_ops.storage.base import (
     ObjectInfo,
     RetryPolicy,
     Store,
+    Versioned,
     first_line,
     retry_transient,
     sha256_bytes,
@@ -56,6 +58,7 @@ _CREDENTIAL_CODES = {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId",
                      "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
                      "AllAccessDisabled", "AuthorizationHeaderMalformed"}
 _NOT_FOUND_CODES = {"NoSuchKey", "404", "NotFound"}
+_LOST_RACE_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _UNAVAILABLE_CODES = {"SlowDown", "503", "ServiceUnavailable", "InternalError", "500",
                       "RequestTimeout"}
 
@@ -133,6 +136,54 @@ class S3Store(Store):
 
     def _delete(self, key: str) -> None:
         self._client().delete_object(Bucket=self.bucket, Key=self._name(key))
+
+    # -- conditional writes ------------------------------------------------------------------
+
+    def _read_versioned(self, key: str) -> Versioned | None:
+        botocore = adaptors.require("botocore.exceptions")
+        try:
+            response = self._client().get_object(Bucket=self.bucket, Key=self._name(key))
+        except botocore.ClientError as exc:
+            if _code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise
+        with response["Body"] as body:
+            data = body.read()
+        verify_size(response.get("ContentLength"), len(data), self.url_for(key))
+        return Versioned(data, response["ETag"])
+
+    def _put_if_absent(self, key: str, data: bytes) -> str | None:
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def _put_if_version(self, key: str, data: bytes, version: str) -> str | None:
+        return self._conditional_put(key, data, IfMatch=version)
+
+    def _delete_if_version(self, key: str, version: str) -> bool:
+        botocore = adaptors.require("botocore.exceptions")
+        current = self._read_versioned(key)  # servers without a conditional delete (moto)
+        if current is None or current.version != version:
+            return False
+        try:
+            self._client().delete_object(Bucket=self.bucket, Key=self._name(key),
+                                         IfMatch=version)
+        except botocore.ClientError as exc:
+            if _code(exc) in _LOST_RACE_CODES | _NOT_FOUND_CODES:
+                return False
+            raise
+        return True
+
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> str | None:
+        botocore = adaptors.require("botocore.exceptions")
+        try:
+            response = self._client().put_object(
+                Bucket=self.bucket, Key=self._name(key), Body=data, ChecksumAlgorithm="CRC32",
+                Metadata={SHA256_META: sha256_bytes(data)}, **condition)
+        except botocore.ClientError as exc:
+            if _code(exc) in _LOST_RACE_CODES or (
+                    "IfMatch" in condition and _code(exc) in _NOT_FOUND_CODES):
+                return None
+            raise
+        return response["ETag"]
 
     # -- folders -----------------------------------------------------------------------------
 
