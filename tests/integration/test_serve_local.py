@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vicuna_ops.serve.local import _die_with_parent
+from vicuna_ops.lifeline import die_with_parent
 
 pytestmark = pytest.mark.timeout(120)
 VOPS = [sys.executable, "-m", "vicuna_ops"]
@@ -51,7 +51,7 @@ def _start_local(port: int, workers: int = 2) -> tuple[subprocess.Popen, dict]:
         [*VOPS, "serve", "--local", "--backend", "stub", "--workers", str(workers),
          "--port", str(port), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=_die_with_parent)  # even if pytest itself is killed
+        preexec_fn=die_with_parent())  # even if pytest itself is killed
     _started.append(process)
     line = process.stdout.readline()  # the --json summary, once every worker registered
     if not line:
@@ -95,10 +95,73 @@ def test_serve_local_chat_and_a_clean_stop(stop_signal):
 
 
 def test_children_die_with_a_killed_supervisor():
-    process, summary = _start_local(_port(), workers=1)
+    process, summary = _start_local(_port(), workers=2)
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    assert set(summary["pids"].values()) <= {p.pid for p in descendants}
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-    assert _gone(summary["pids"].values()), "orphans outlived the supervisor"
+    process.wait(timeout=5)
+    killed = time.monotonic()
+    assert _gone([p.pid for p in descendants], timeout=5.0), "orphans outlived the supervisor"
+    assert time.monotonic() - killed < 5
+
+
+def test_a_taken_api_port_is_one_line_and_exit_2_before_serving():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run([*VOPS, "serve", "--local", "--backend", "stub", "--port",
+                                 str(port)], capture_output=True, text=True, timeout=30)
+        assert time.monotonic() - started < 10
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+    assert "serving" not in result.stdout + result.stderr
+
+
+def test_a_taken_worker_port_is_a_user_error_before_serving(tmp_path):
+    from vicuna_ops.errors import UserError
+    from vicuna_ops.serve.local import LocalPlan, LocalServing
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        plan = LocalPlan(model=None, backend="stub", port=_port(), workers=1,
+                         state_dir=tmp_path, start_timeout=60, grace=5,
+                         worker_args=("--port", str(port)))  # the last --port wins
+        serving = LocalServing(plan)
+        started = time.monotonic()
+        try:
+            with pytest.raises(UserError, match=f"worker-0: error: cannot listen on "
+                                                f"127.0.0.1:{port}"):
+                serving.start()
+        finally:
+            serving.stop()
+        assert time.monotonic() - started < 10
+
+
+def test_a_worker_failing_the_same_way_at_start_up_is_given_up():
+    """The worker's port is taken while it is down: every restart fails at once with the
+    same line, and the supervisor stops after a few tries instead of looping forever."""
+    process, summary = _start_local(_port(), workers=1)
+    worker = psutil.Process(summary["pids"]["worker-0"])
+    port = next(c.laddr.port for c in worker.net_connections() if c.status == "LISTEN")
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        worker.kill()
+        worker.wait(5)
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        code = process.wait(timeout=30)
+    stderr = process.stderr.read()
+    assert code == 2, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the worker-0 failed 3 times in a row"), stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in last and "giving up" in last
+    assert _gone(summary["pids"].values(), timeout=5.0)
 
 
 def test_a_crashed_worker_is_restarted():

@@ -329,6 +329,9 @@ def controller(
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Run the controller (what the SkyPilot task and --local start)."""
+    from vicuna_ops import lifeline
+
+    lifeline.hold()  # under `vops serve --local`: die with it
     from vicuna_ops.config import vops_home
     from vicuna_ops.serve.controller import ControllerSettings, run_controller
     from vicuna_ops.serve.proxy import ProxySettings
@@ -384,6 +387,9 @@ def worker(
     log_level: str = typer.Option("WARNING", "--log-level"),
 ) -> None:
     """Run a model worker (what the SkyPilot task and --local start)."""
+    from vicuna_ops import lifeline
+
+    lifeline.hold()  # under `vops serve --local`: die with it (and take its children)
     from vicuna_ops.config import vops_home
     from vicuna_ops.serve.server import configure_logging
     from vicuna_ops.serve.worker import WorkerSettings, run_worker

@@ -247,8 +247,9 @@ async def _reap(registry: Registry, proxy: Proxy, metrics: ControllerMetrics,
 def run_controller(settings: ControllerSettings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight streams finish within the graceful timeout.
     Returns the exit code."""
-    from vicuna_ops.serve.server import serve
+    from vicuna_ops.serve.server import listen, serve
 
+    sock = listen(settings.host, settings.port)  # a taken port fails in one line, at once
     serve(create_app(settings), settings.host, settings.port,
-          graceful_timeout=settings.graceful_timeout)
+          graceful_timeout=settings.graceful_timeout, sock=sock)
     return settings.signal_exit_code

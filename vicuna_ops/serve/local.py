@@ -7,14 +7,21 @@ once). Ctrl-C or SIGTERM stops everything in order: workers drain first (in-flig
 finish), then the controller; anything still alive after the grace period is killed.
 
 Children run in their own sessions (a terminal Ctrl-C reaches only the supervisor, which
-stops them in the right order) and, on Linux, are asked to receive SIGTERM if the supervisor
-itself dies (``PR_SET_PDEATHSIG``), so no orphan outlives it. Their output goes to log files
-under the state folder; the worker token is generated fresh and passed in the environment.
+stops them in the right order) and hold a ``vicuna_ops.lifeline``: however the supervisor
+dies (``kill -9`` included), they and their own children die within a second. Their output
+goes to log files under the state folder; the worker token is generated fresh and passed in
+the environment.
+
+A mistake is not retried: the API port is checked before anything starts, a child that exits
+2 while starting (a port it cannot bind, a bad flag) ends the command with its one line, and
+a child that keeps dying the same way within seconds of every start is given up on.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import secrets
 import signal
 import socket
@@ -25,9 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vicuna_ops.errors import ServeError
+from vicuna_ops.errors import ServeError, UserError
+from vicuna_ops.lifeline import Lifeline
 
-_PR_SET_PDEATHSIG = 1
+CRASH_WINDOW = 10.0  # an exit this soon after a start counts as failing at start-up
+CRASH_LIMIT = 3  # that many in a row, with the same last log line: give up
+_OUTSIDE_KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class _Child:
     restarts: int = 0
     next_start: float = 0.0
     log_file: object = field(default=None, repr=False)
+    started_at: float = 0.0
+    quick_failures: list[str] = field(default_factory=list)  # last lines, newest last
 
 
 class LocalServing:
@@ -70,6 +82,7 @@ class LocalServing:
         self.token = secrets.token_urlsafe(32)
         self.url = f"http://{plan.host}:{plan.port}"
         self.stopping = False
+        self.lifeline = Lifeline()
         plan.state_dir.mkdir(parents=True, exist_ok=True)
         (plan.state_dir / "logs").mkdir(exist_ok=True)
         self.registry_path = plan.state_dir / "registry.db"
@@ -121,13 +134,17 @@ class LocalServing:
 
     def _start(self, child: _Child) -> None:
         env = {**os.environ, "VOPS_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+        if child.log_file:
+            child.log_file.close()
         child.log_file = open(child.log_path, "ab")
+        child.started_at = time.monotonic()
         child.process = subprocess.Popen(
-            child.argv, env=env, stdin=subprocess.DEVNULL, stdout=child.log_file,
-            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+            child.argv, stdin=subprocess.DEVNULL, stdout=child.log_file,
+            stderr=subprocess.STDOUT, **self.lifeline.popen_kwargs(env))
 
     def start(self) -> None:
         """Start everything and wait until every worker has registered."""
+        check_port(self.plan.host, self.plan.port)
         self._start(self.controller)
         self._wait_until(lambda: self._health() is not None, "the controller to answer",
                          [self.controller])
@@ -142,10 +159,12 @@ class LocalServing:
         deadline = time.monotonic() + self.plan.start_timeout
         while not condition():
             for child in children:
-                if child.process.poll() is not None:
-                    raise ServeError(f"the {child.role} exited with code "
-                                     f"{child.process.returncode} while starting: "
-                                     f"{_last_line(child.log_path)}",
+                code = child.process.poll()
+                if code == UserError.exit_code:  # its own one-line verdict: pass it on
+                    raise UserError(f"the {child.role}: {_last_line(child.log_path)}")
+                if code is not None:
+                    raise ServeError(f"the {child.role} exited with code {code} while "
+                                     f"starting: {_last_line(child.log_path)}",
                                      hint=f"see {child.log_path}")
             if self.stopping:
                 raise KeyboardInterrupt
@@ -178,10 +197,19 @@ class LocalServing:
                 if code is None or self.stopping:
                     continue
                 if child.next_start == 0.0:
+                    last = _last_line(child.log_path)
+                    if -code not in _OUTSIDE_KILLS:  # a kill from outside is no failure
+                        _count_quick_failure(child, now, last)
+                    if len(child.quick_failures) >= CRASH_LIMIT:
+                        # exit 2 is the child's verdict on its input (e.g. a port): ours too
+                        raise (UserError if code == UserError.exit_code else ServeError)(
+                            f"the {child.role} failed {CRASH_LIMIT} times in a row within "
+                            f"{CRASH_WINDOW:.0f}s of starting, the same way each time: "
+                            f"{last}; giving up", hint=f"see {child.log_path}")
                     backoff = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
                     child.next_start = now + backoff
                     self.say(f"{child.role} exited with code {code}; restarting in "
-                             f"{backoff:.1f}s ({_last_line(child.log_path)})")
+                             f"{backoff:.1f}s ({last})")
                 elif now >= child.next_start:
                     child.restarts += 1
                     child.next_start = 0.0
@@ -205,6 +233,7 @@ class LocalServing:
         for child in [self.controller, *self.workers]:
             if child.log_file:
                 child.log_file.close()
+        self.lifeline.close()
         self.token_path.unlink(missing_ok=True)
 
     def add_worker(self, extra_args: tuple[str, ...] = ()) -> _Child:
@@ -221,8 +250,6 @@ class LocalServing:
         """Start ``child`` again after it exited (same port, same flags)."""
         if child.process and child.process.poll() is None:
             raise ServeError(f"the {child.role} is still running")
-        if child.log_file:
-            child.log_file.close()
         self._start(child)
 
     def pids(self) -> dict[str, int]:
@@ -252,6 +279,30 @@ def run_local(plan: LocalPlan, *, say: Callable[[str], None],
             signal.signal(sig, handler)
 
 
+def check_port(host: str, port: int) -> None:
+    """A ``UserError`` now if ``port`` cannot be bound (the controller would fail later)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            hint = ("another process listens there; pick another --port or stop it"
+                    if exc.errno == errno.EADDRINUSE else "pick another --port")
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                            hint=hint) from exc
+
+
+def _count_quick_failure(child: _Child, now: float, last_line: str) -> None:
+    """Remember an exit soon after a start; a slow exit or a different error starts over.
+    Digits do not count (timestamps, pids, ports differ between two equal failures)."""
+    last_line = re.sub(r"\d+", "#", last_line)
+    if now - child.started_at > CRASH_WINDOW or (
+            child.quick_failures and child.quick_failures[-1] != last_line):
+        child.quick_failures.clear()
+    if now - child.started_at <= CRASH_WINDOW:
+        child.quick_failures.append(last_line)
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -263,17 +314,6 @@ def _signal(process: subprocess.Popen, sig: int) -> None:
         process.send_signal(sig)
     except ProcessLookupError:
         pass
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the supervisor dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        except OSError:
-            pass
 
 
 def _last_line(path: Path) -> str:

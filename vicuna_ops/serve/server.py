@@ -5,24 +5,56 @@ is done, so the process always dies "killed by SIGTERM". A worker must instead *
 first: tell the controller, keep answering its in-flight streams, then exit 0. ``serve``
 gives the first SIGTERM/SIGINT to ``on_signal`` (which ends the server itself by setting
 ``server.should_exit`` when it is ready); a second signal stops at once.
+
+The listening socket is bound by ``listen`` before anything slow (imports, model loading):
+a port that cannot be bound is a ``UserError`` at once (exit 2, one line), not uvicorn's
+late ``sys.exit(1)`` that a supervisor would restart forever.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import signal
+import socket
 import threading
 from typing import Any, Callable, Iterator
 
 from vicuna_ops import adaptors
+from vicuna_ops.errors import UserError
 
 log = logging.getLogger("vops.serve")
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket for ``serve`` (the same options as uvicorn's own bind)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                        hint="check --host") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = ("another process listens there; pick another --port or stop it"
+                if exc.errno == errno.EADDRINUSE else "pick another --port")
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                        hint=hint) from exc
+    sock.set_inheritable(True)  # uvicorn's own bind does the same
+    return sock
+
+
 def serve(app: Any, host: str, port: int, *, on_signal: Callable[[Any], None] | None = None,
-          graceful_timeout: float | None = 30.0, keep_alive: int = 30) -> None:
-    """Run ``app`` until a signal (or ``server.should_exit``); blocks."""
+          graceful_timeout: float | None = 30.0, keep_alive: int = 30,
+          sock: socket.socket | None = None) -> None:
+    """Run ``app`` until a signal (or ``server.should_exit``); blocks. ``sock``: from
+    ``listen`` (bound here otherwise)."""
+    sock = sock or listen(host, port)
     uvicorn = adaptors.require("uvicorn")
 
     class _Server(uvicorn.Server):
@@ -50,10 +82,10 @@ def serve(app: Any, host: str, port: int, *, on_signal: Callable[[Any], None] | 
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=graceful_timeout, timeout_keep_alive=keep_alive,
-        loop=_best_loop(), http=_best_http(), lifespan="on")
+        loop=_best_loop(), http=_best_http(), ws="none", lifespan="on")
     server = _Server(config)
     app.state.server = server
-    server.run()
+    server.run(sockets=[sock])
 
 
 def _best_loop() -> str:

@@ -384,8 +384,9 @@ async def _watch_spot_notice(app: Any, settings: WorkerSettings) -> None:
 def run_worker(settings: WorkerSettings) -> int:
     """Load the model, serve, drain on the first SIGTERM/SIGINT or a spot notice; blocks.
     Returns the exit code: the server only stops after a drain."""
-    from vicuna_ops.serve.server import serve
+    from vicuna_ops.serve.server import listen, serve
 
+    sock = listen(settings.host, settings.port)  # a taken port fails before the model loads
     app = create_app(settings)
 
     def on_signal(server: Any) -> None:
@@ -393,5 +394,5 @@ def run_worker(settings: WorkerSettings) -> int:
             lambda: asyncio.ensure_future(drain(app, server)))
 
     serve(app, settings.host, settings.port, on_signal=on_signal,
-          graceful_timeout=settings.drain_grace + 5)
+          graceful_timeout=settings.drain_grace + 5, sock=sock)
     return settings.signal_exit_code
