@@ -73,7 +73,8 @@ def runs_folder() -> Path:
 
 
 @pytest.mark.parametrize("extra, cloud, gpus", [
-    ((), "aws", "A100:8"),
+    ((), None, "A100:8"),
+    (("--clouds", "aws"), "aws", "A100:8"),
     (("--clouds", "gcp"), "gcp", "A100:8"),
     (("--gpus", "H100:8"), None, "H100:8"),
     (("--gpus", "L4:1", "--clouds", "aws,gcp"), None, "L4:1"),
@@ -200,7 +201,8 @@ def test_launch_records_the_run_and_keeps_the_secret_off_disk(sky_offline, capsy
     assert data["candidates"][0]["spot_price"] > 0 and data["estimate"]["cost"] > 0
     assert data["resources"] == {"gpus": "A100:8", "use_spot": True, "num_nodes": 2,
                                  "clouds": ["aws", "gcp"], "regions": None, "zones": None,
-                                 "max_restarts_on_errors": 2, "disk_size_gb": 512}
+                                 "max_restarts_on_errors": 2, "disk_size_gb": 512,
+                                 "max_candidates": 8, "min_per_cloud": 2}
     with Ledger() as ledger:
         assert [e["kind"] for e in ledger.events("run-l")] == ["launched"]
     # The candidates' prices went to the bucket for the node's budget guard.

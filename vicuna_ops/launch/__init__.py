@@ -34,6 +34,7 @@ from __future__ import annotations
 from vicuna_ops.launch.accelerators import Gpus, canonical_gpus, check_gpus, parse_gpus
 from vicuna_ops.launch.candidates import (
     DEFAULT_CAP,
+    DEFAULT_MIN_PER_CLOUD,
     SUPPORTED_CLOUDS,
     Candidate,
     parse_clouds,
@@ -52,6 +53,7 @@ from vicuna_ops.launch.validate import (
 
 __all__ = [
     "DEFAULT_CAP",
+    "DEFAULT_MIN_PER_CLOUD",
     "SUPPORTED_CLOUDS",
     "Candidate",
     "Gpus",

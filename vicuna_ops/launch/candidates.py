@@ -2,9 +2,15 @@
 spot and on-demand prices, cheapest first.
 
 The list becomes the task's ``resources.ordered``: SkyPilot tries the zones in this order at
-launch and, after a preemption, fails over along it. A preemption wave usually hits a whole
-region, so no region may take more than ``per_region`` places: the list spans regions
-instead of filling up with the zones of the cheapest one.
+launch and, after a preemption, fails over along it, and never looks beyond it. Hence two
+spreads:
+
+* over regions: a preemption wave usually hits a whole region, so no region may take more
+  than ``per_region`` places;
+* over clouds: every requested cloud that offers the GPU keeps its ``min_per_cloud``
+  cheapest zones even when another cloud's zones are all cheaper. Otherwise a two-cloud job
+  whose cheapest cloud fills the list (8 AWS p4d zones under GCP's cheapest A100 zone) can
+  never leave that cloud, even when it has no spot capacity at all.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from vicuna_ops.launch.accelerators import Gpus
 
 # Clouds whose zone-level catalogs vops plans over (spot capacity with zones and prices).
 SUPPORTED_CLOUDS = ("aws", "gcp")
-DEFAULT_CAP = 8
+DEFAULT_CAP = 8  # --max-candidates
+DEFAULT_MIN_PER_CLOUD = 2  # --min-per-cloud
 DEFAULT_PER_REGION = 3
 
 
@@ -72,12 +79,14 @@ def parse_names(text: str | Sequence[str] | None, flag: str) -> tuple[str, ...] 
 def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
                     regions: Sequence[str] | None = None, zones: Sequence[str] | None = None,
                     use_spot: bool = True, cap: int = DEFAULT_CAP,
-                    per_region: int = DEFAULT_PER_REGION) -> list[Candidate]:
+                    per_region: int = DEFAULT_PER_REGION,
+                    min_per_cloud: int = DEFAULT_MIN_PER_CLOUD) -> list[Candidate]:
     """Zones of ``clouds`` that offer ``gpus`` (spot or on demand), cheapest first.
 
     For each zone the cheapest instance type carrying ``gpus`` is kept; at most ``cap``
-    zones, and (unless ``regions``/``zones`` narrow the choice) at most ``per_region`` per
-    region. Raises UserError when the filters leave nothing, naming regions that would work.
+    zones, at least ``min_per_cloud`` of each cloud that has them, and (unless
+    ``regions``/``zones`` narrow the choice) at most ``per_region`` per region. Raises
+    UserError when the filters leave nothing, naming regions that would work.
     """
     from vicuna_ops.launch.accelerators import canonical_gpus
 
@@ -100,21 +109,50 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
                         hint=f"regions that do, cheapest first: {', '.join(cheapest)}")
     # Spread over regions only when vops picks them; a user's own list is taken as given.
     spread = per_region if not (regions or zones) else cap
-    return _with_both_prices(_cap(kept, cap, spread), gpus, use_spot, clouds)
+    return _with_both_prices(_cap(kept, cap, spread, min_per_cloud), gpus, use_spot, clouds)
 
 
-def _cap(ordered: list[Candidate], cap: int, per_region: int) -> list[Candidate]:
-    taken: list[Candidate] = []
+def cheapest_ondemand(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
+                      regions: Sequence[str] | None = None,
+                      zones: Sequence[str] | None = None) -> Candidate | None:
+    """The cheapest on-demand zone for ``gpus`` on ``clouds`` (same filters): what the same
+    flags with ``--on-demand`` would pay, the honest baseline for a spot saving."""
+    from vicuna_ops.launch.accelerators import canonical_gpus
+
+    gpus = canonical_gpus(gpus, clouds)
+    for cand in _all_candidates(gpus, clouds, use_spot=False):
+        if (not regions or cand.region in regions) and (not zones or cand.zone in zones):
+            return cand
+    return None
+
+
+def _cap(ordered: list[Candidate], cap: int, per_region: int,
+         min_per_cloud: int = 0) -> list[Candidate]:
+    """The first ``cap`` of ``ordered`` (cheapest first), at most ``per_region`` per region,
+    after reserving the ``min_per_cloud`` cheapest places of every cloud in it."""
     per: dict[tuple[str, str], int] = {}
-    for cand in ordered:
+    taken: set[int] = set()
+
+    def take(index: int, cand: Candidate) -> bool:
         key = (cand.cloud, cand.region)
-        if per.get(key, 0) >= per_region:
-            continue
+        if index in taken or per.get(key, 0) >= per_region:
+            return False
         per[key] = per.get(key, 0) + 1
-        taken.append(cand)
-        if len(taken) == cap:
+        taken.add(index)
+        return True
+
+    for cloud in dict.fromkeys(c.cloud for c in ordered):
+        reserved = 0
+        for index, cand in enumerate(ordered):
+            if reserved >= min_per_cloud or len(taken) >= cap:
+                break
+            if cand.cloud == cloud and take(index, cand):
+                reserved += 1
+    for index, cand in enumerate(ordered):
+        if len(taken) >= cap:
             break
-    return taken
+        take(index, cand)
+    return [ordered[index] for index in sorted(taken)]  # still cheapest first
 
 
 def _all_candidates(gpus: Gpus, clouds: Sequence[str], use_spot: bool) -> list[Candidate]:

@@ -5,7 +5,9 @@ The recipe says how many wall-clock hours it needs on its own GPUs (``expected_h
 count (same GPU type assumed: the estimate does not model that an H100 is faster than an
 A100). Cost = hours x nodes x $/h of the zone SkyPilot tries first; ``high`` prices the same
 hours at the dearest listed zone, where failovers could land. The on-demand figure is the
-cheapest on-demand zone among the same candidates, so the saving compares like with like.
+cheapest on-demand zone of all the requested clouds (what ``--on-demand`` with the same flags
+would pay, named in the plan), not of the spot candidates: comparing against the spot zones'
+own on-demand prices overstates the saving.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class Estimate:
     hourly: float | None  # $/h for all nodes at the first candidate, in the chosen mode
     cost: float | None  # hours x hourly
     cost_high: float | None  # at the dearest listed candidate
-    ondemand_hourly: float | None  # $/h for all nodes, cheapest on-demand candidate
+    ondemand_hourly: float | None  # $/h for all nodes, the on-demand baseline zone
     ondemand_cost: float | None
+    ondemand_zone: str | None  # the baseline's infra, e.g. aws/us-east-1/us-east-1a
     saving: float | None  # 1 - cost / ondemand_cost, spot only
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,13 +48,19 @@ def expected_hours(recipe: Recipe, gpus: Gpus, num_nodes: int = 1) -> float:
 
 
 def estimate(recipe: Recipe, gpus: Gpus, candidates: Sequence[Candidate], *,
-             use_spot: bool, num_nodes: int = 1) -> Estimate:
+             use_spot: bool, num_nodes: int = 1,
+             ondemand_baseline: Candidate | None = None) -> Estimate:
+    """``ondemand_baseline``: the cheapest on-demand zone of the requested clouds; without
+    one, the cheapest on-demand price among ``candidates``."""
     hours = expected_hours(recipe, gpus, num_nodes)
     prices = [c.price(use_spot) for c in candidates if c.price(use_spot) is not None]
-    ondemand = [c.ondemand_price for c in candidates if c.ondemand_price is not None]
+    ondemand = [c for c in candidates if c.ondemand_price is not None]
+    if ondemand_baseline is not None and ondemand_baseline.ondemand_price is not None:
+        ondemand = [ondemand_baseline]
+    base = min(ondemand, key=lambda c: c.ondemand_price) if ondemand else None
     hourly = prices[0] * num_nodes if prices else None
     high = max(prices) * num_nodes if prices else None
-    ondemand_hourly = min(ondemand) * num_nodes if ondemand else None
+    ondemand_hourly = base.ondemand_price * num_nodes if base else None
     cost = _money(hours * hourly) if hourly is not None else None
     ondemand_cost = _money(hours * ondemand_hourly) if ondemand_hourly is not None else None
     saving = None
@@ -63,7 +72,8 @@ def estimate(recipe: Recipe, gpus: Gpus, candidates: Sequence[Candidate], *,
         hourly=_rate(hourly), cost=cost,
         cost_high=_money(hours * high) if high is not None else None,
         ondemand_hourly=_rate(ondemand_hourly),
-        ondemand_cost=ondemand_cost, saving=saving)
+        ondemand_cost=ondemand_cost, ondemand_zone=base.infra if base else None,
+        saving=saving)
 
 
 def _money(value: float) -> float:

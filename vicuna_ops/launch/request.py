@@ -15,7 +15,12 @@ from vicuna_ops.config import check_run_id
 from vicuna_ops.errors import UserError
 from vicuna_ops.launch import slurm
 from vicuna_ops.launch.accelerators import Gpus, parse_gpus
-from vicuna_ops.launch.candidates import parse_clouds, parse_names
+from vicuna_ops.launch.candidates import (
+    DEFAULT_CAP,
+    DEFAULT_MIN_PER_CLOUD,
+    parse_clouds,
+    parse_names,
+)
 from vicuna_ops.recipe import Recipe, load_recipe
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -44,6 +49,8 @@ class TrainRequest:
     envs: Mapping[str, str] = field(default_factory=dict)
     secret_names: tuple[str, ...] = ()
     cpu_node: slurm.NodeSize | None = None  # Slurm without --gpus: a CPU node of this size
+    max_candidates: int = DEFAULT_CAP  # zones in the task's ordered list
+    min_per_cloud: int = DEFAULT_MIN_PER_CLOUD  # ... at least this many of each cloud
 
     @property
     def machine(self) -> str:
@@ -62,7 +69,9 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
                   data: str | None = None, max_steps: int | None = None,
                   max_cost: float | None = None, envs: Sequence[str] = (),
                   secrets: Sequence[str] = (), default_bucket: str | None = None,
-                  environ: Mapping[str, str] | None = None) -> TrainRequest:
+                  environ: Mapping[str, str] | None = None,
+                  max_candidates: int = DEFAULT_CAP,
+                  min_per_cloud: int = DEFAULT_MIN_PER_CLOUD) -> TrainRequest:
     """Check every flag; raises UserError (exit 2) naming the first bad one."""
     import os
 
@@ -82,6 +91,8 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
                         f"{max_restarts_on_errors}")
     check_max_steps(max_steps)
     check_max_cost(max_cost)
+    if not on_slurm:
+        check_candidate_counts(max_candidates, min_per_cloud, cloud_list)
     # A Slurm cluster's nodes share a filesystem with the login node: a path is a bucket.
     bucket_uri = check_cloud_bucket(bucket or default_bucket, allow_local=bool(on_slurm))
     data_uri = check_data(data, allow_local=bool(on_slurm))
@@ -102,7 +113,8 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
         clouds=cloud_list, regions=region_list, zones=zone_list, num_nodes=num_nodes,
         max_restarts_on_errors=max_restarts_on_errors, data=data_uri, max_steps=max_steps,
         max_cost=max_cost, envs=user_envs, secret_names=secret_names,
-        cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None)
+        cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None,
+        max_candidates=max_candidates, min_per_cloud=min_per_cloud)
 
 
 def default_run_id(recipe_name: str) -> str:
@@ -144,6 +156,20 @@ def check_data(data: str | None, allow_local: bool = False) -> str | None:
                             hint="copy it to a bucket and pass s3://... or gs://...")
         return parsed.uri
     return text
+
+
+def check_candidate_counts(max_candidates: int, min_per_cloud: int,
+                           clouds: Sequence[str]) -> None:
+    """``--max-candidates`` / ``--min-per-cloud``: every cloud's share must fit the cap."""
+    if max_candidates < 1:
+        raise UserError(f"--max-candidates must be at least 1, not {max_candidates}")
+    if min_per_cloud < 0:
+        raise UserError(f"--min-per-cloud must be 0 or more, not {min_per_cloud}")
+    if min_per_cloud * len(clouds) > max_candidates:
+        raise UserError(f"--min-per-cloud {min_per_cloud} x {len(clouds)} clouds is more than "
+                        f"--max-candidates {max_candidates}",
+                        hint=f"raise --max-candidates to {min_per_cloud * len(clouds)} or "
+                             "lower --min-per-cloud")
 
 
 def check_max_steps(max_steps: int | None) -> None:

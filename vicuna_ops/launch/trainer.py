@@ -21,7 +21,7 @@ from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
 from vicuna_ops.launch import sky_sdk, slurm
 from vicuna_ops.launch.accelerators import canonical_gpus
-from vicuna_ops.launch.candidates import Candidate, zone_candidates
+from vicuna_ops.launch.candidates import Candidate, cheapest_ondemand, zone_candidates
 from vicuna_ops.launch.plan import Estimate, estimate
 from vicuna_ops.launch.request import TrainRequest
 from vicuna_ops.launch.sky_calls import start_catalog_warmup
@@ -63,6 +63,7 @@ class PreparedRun:
                 "zones": list(req.zones or []) or None,
                 "max_restarts_on_errors": req.max_restarts_on_errors,
                 "disk_size_gb": req.recipe.resources.disk_size_gb,
+                "max_candidates": req.max_candidates, "min_per_cloud": req.min_per_cloud,
             },
             "candidates": [c.to_dict() for c in self.candidates],
             "placement": {**self.placement.__dict__, "infra": self.placement.infra},
@@ -80,6 +81,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
     _check_name_free(request.run_id)
     on_slurm = slurm.targets(request.clouds)
+    baseline: Candidate | None = None
     if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
         gpus, candidates = request.gpus, []
     else:
@@ -89,7 +91,12 @@ def prepare(request: TrainRequest) -> PreparedRun:
         gpus = canonical_gpus(request.gpus, request.clouds)
         request = _with_gpus(request, gpus)
         candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
-                                     zones=request.zones, use_spot=request.use_spot)
+                                     zones=request.zones, use_spot=request.use_spot,
+                                     cap=request.max_candidates,
+                                     min_per_cloud=request.min_per_cloud)
+        if request.use_spot:  # the saving is against what --on-demand would pay
+            baseline = cheapest_ondemand(gpus, request.clouds, regions=request.regions,
+                                         zones=request.zones)
     install = node_install()
     existed = (runs_dir() / request.run_id).exists()
     folder = make_run_dir(request.run_id)
@@ -113,7 +120,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
                        recipe_yaml=recipe_yaml, candidates=candidates, placement=placement,
                        estimate=estimate(request.recipe, gpus, candidates,
                                          use_spot=request.use_spot,
-                                         num_nodes=request.num_nodes),
+                                         num_nodes=request.num_nodes,
+                                         ondemand_baseline=baseline),
                        install=install)
 
 
