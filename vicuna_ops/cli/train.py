@@ -15,7 +15,8 @@ import typer
 from vicuna_ops.cli import output
 
 # Flags that only mean something for a cloud run.
-_CLOUD_ONLY = ("--gpus", "--clouds", "--regions", "--zones", "--num-nodes",
+_CLOUD_ONLY = ("--gpus", "--clouds", "--regions", "--zones", "--max-candidates",
+               "--min-per-cloud", "--num-nodes",
                "--max-restarts-on-errors", "--env", "--secret", "--spot/--on-demand",
                "--dry-run", "--yes")
 
@@ -39,6 +40,12 @@ def train(
                                           help="Only these regions (comma-separated)."),
     zones: Optional[str] = typer.Option(None, "--zones",
                                         help="Only these zones (comma-separated)."),
+    max_candidates: Optional[int] = typer.Option(
+        None, "--max-candidates",
+        help="Zones SkyPilot may try, cheapest first (default 8)."),
+    min_per_cloud: Optional[int] = typer.Option(
+        None, "--min-per-cloud",
+        help="Keep at least this many of each cloud's cheapest zones among them (default 2)."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Nodes (default 1)."),
     max_restarts_on_errors: Optional[int] = typer.Option(
         None, "--max-restarts-on-errors",
@@ -72,12 +79,15 @@ def train(
                      max_cost=max_cost, as_json=as_json,
                      cloud_flags={"--gpus": gpus, "--clouds": clouds, "--regions": regions,
                                   "--zones": zones, "--num-nodes": num_nodes,
+                                  "--max-candidates": max_candidates,
+                                  "--min-per-cloud": min_per_cloud,
                                   "--max-restarts-on-errors": max_restarts_on_errors,
                                   "--env": env, "--secret": secret,
                                   "--spot/--on-demand": spot, "--dry-run": dry_run or None,
                                   "--yes": yes or None})
         return
     from vicuna_ops.config import load_config
+    from vicuna_ops.launch.candidates import DEFAULT_CAP, DEFAULT_MIN_PER_CLOUD
     from vicuna_ops.launch.request import build_request
 
     request = build_request(
@@ -86,7 +96,9 @@ def train(
         num_nodes=1 if num_nodes is None else num_nodes,
         max_restarts_on_errors=max_restarts_on_errors or 0, name=name, data=data,
         max_steps=max_steps, max_cost=max_cost, envs=env or (), secrets=secret or (),
-        default_bucket=load_config().default_bucket)
+        default_bucket=load_config().default_bucket,
+        max_candidates=DEFAULT_CAP if max_candidates is None else max_candidates,
+        min_per_cloud=DEFAULT_MIN_PER_CLOUD if min_per_cloud is None else min_per_cloud)
 
     from vicuna_ops.launch import trainer
 
@@ -127,14 +139,26 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
     table.caption = "zones in the order SkyPilot tries them; * = the optimizer's first pick"
     table.caption_justify = "left"
     output.stdout.print(table)
-    lines = [f"recipe {req.recipe.name}: ~{est.hours:g} h ({est.gpu_hours:g} GPU-hours) on "
+    per_cloud = {c.cloud: 0 for c in prepared.candidates}
+    for cand in prepared.candidates:
+        per_cloud[cand.cloud] += 1
+    lines = []
+    if prepared.candidates and not req.cpu_node:
+        lines.append(f"candidates: {len(prepared.candidates)} zones ("
+                     + ", ".join(f"{cloud} {n}" for cloud, n in per_cloud.items())
+                     + f"; --max-candidates {req.max_candidates}, --min-per-cloud "
+                     f"{req.min_per_cloud})")
+    lines += [f"recipe {req.recipe.name}: ~{est.hours:g} h ({est.gpu_hours:g} GPU-hours) on "
              f"{req.num_nodes} x {req.machine}"]
     if est.cost is not None:
         lines.append(f"estimate: {_usd(est.cost)} {mode} at {_usd(est.hourly)}/h "
                      f"(up to {_usd(est.cost_high)} if failovers land in the dearest zone)")
     if est.ondemand_cost is not None and req.use_spot:
         saving = f", saving {est.saving:.0%}" if est.saving is not None else ""
-        lines.append(f"on demand: {_usd(est.ondemand_cost)}{saving}")
+        where = f" in {est.ondemand_zone}" if est.ondemand_zone else ""
+        lines.append(f"on demand: {_usd(est.ondemand_cost)} at {_usd(est.ondemand_hourly)}/h"
+                     f"{where} (the cheapest on-demand zone of {', '.join(req.clouds)})"
+                     f"{saving}")
     if req.max_cost is not None:
         lines.append(f"budget: stops at {_usd(req.max_cost)} (--max-cost)")
     lines.append(f"checkpoints: {req.run_uri}/  task: {prepared.task_yaml}")
