@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from vicuna_ops.errors import VopsError
+from vicuna_ops.errors import UserError, VopsError
 from vicuna_ops.ledger import Ledger
 from vicuna_ops.recipe import load_recipe
 from vicuna_ops.storage import open_store
@@ -43,6 +43,8 @@ def test_local_run_trains_records_and_reruns_as_finished(tmp_path, capsys):
     assert {"config.json", "model.safetensors", "tokenizer.json", "MANIFEST.json"} <= names
     out = capsys.readouterr().out
     assert "succeeded demo: 8 steps" in out and "final weights: file://" in out
+    assert f"next: vops serve --local --model {tmp_path}/bucket/demo/final --port 8000" in out
+    assert not (tmp_path / "bucket" / "demo" / "LEASE").exists()  # released on a clean exit
 
     with Ledger() as ledger:
         row = ledger.get_run("demo")
@@ -61,15 +63,50 @@ def test_local_run_trains_records_and_reruns_as_finished(tmp_path, capsys):
 
 
 def test_a_failed_training_raises_one_error_and_marks_the_ledger(tmp_path):
+    unusable = tmp_path / "unusable.jsonl"
+    unusable.write_text('{"conversations": [{"from": "gpt", "value": "no human turn"}]}\n')
     with pytest.raises(VopsError) as caught:
         run_local(quick_tiny(), str(tmp_path / "bucket"), "broken",
-                  data=str(tmp_path / "missing.jsonl"), max_steps=2, max_cost=None,
-                  json_output=True)
+                  data=str(unusable), max_steps=2, max_cost=None, json_output=True)
     assert "training of 'broken' failed (exit 2)" in caught.value.message
-    assert "no object at" in caught.value.message  # the child's own one-line error
+    assert "no usable conversation" in caught.value.message  # the child's own one-line error
     assert "train.log" in caught.value.hint
     with Ledger() as ledger:
         assert ledger.get_run("broken")["status"] == "failed"
+
+
+@pytest.mark.parametrize("data, expected", [
+    ("missing.jsonl", "does not exist"),
+    ("folder.jsonl", "is a folder"),
+    ("builtin:nope", "unknown builtin data set"),
+])
+def test_bad_data_is_refused_before_anything_starts(tmp_path, data, expected):
+    (tmp_path / "folder.jsonl").mkdir()
+    bucket = tmp_path / "bucket"
+    uri = data if data.startswith("builtin:") else str(tmp_path / data)
+    with pytest.raises(UserError) as caught:
+        run_local(quick_tiny(), str(bucket), "bad", data=uri, max_steps=2, max_cost=None,
+                  json_output=True)
+    assert expected in caught.value.message
+    with Ledger() as ledger:
+        assert not ledger.has_run("bad")
+    assert not bucket.exists()
+
+
+def test_missing_bucket_object_and_unwritable_bucket_are_refused_first(tmp_path, s3_bucket):
+    with pytest.raises(UserError) as caught:
+        run_local(quick_tiny(), s3_bucket, "bad", data=f"{s3_bucket}/data/none.jsonl",
+                  max_steps=2, max_cost=None, json_output=True)
+    assert f"training data {s3_bucket}/data/none.jsonl does not exist" in caught.value.message
+    assert open_store(s3_bucket).list() == []
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("x")  # a bucket under a file cannot be written, even by root
+    with pytest.raises(UserError) as caught:
+        run_local(quick_tiny(), str(not_a_folder / "bucket"), "bad", data=None, max_steps=2,
+                  max_cost=None, json_output=True)
+    assert "is not a folder" in caught.value.message
+    with Ledger() as ledger:
+        assert not ledger.has_run("bad")
 
 
 def test_same_name_in_another_bucket_is_refused(tmp_path):
@@ -79,30 +116,3 @@ def test_same_name_in_another_bucket_is_refused(tmp_path):
         run_local(quick_tiny(), str(tmp_path / "bucket"), "taken", data=None, max_steps=None,
                   max_cost=None, json_output=True)
     assert "already exists" in caught.value.message
-
-
-def test_ctrl_c_checkpoints_and_exits_130(tmp_path):
-    """As a terminal's Ctrl-C does: SIGINT to the whole foreground group (CLI and trainer)."""
-    bucket = tmp_path / "bucket"
-    command = [sys.executable, "-m", "vicuna_ops", "train", "--local", "--recipe", "tiny",
-               "--bucket", str(bucket), "--name", "ctrlc", "--max-steps", "5000"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (bucket / "ctrlc" / "LATEST").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    assert "stopped with a checkpoint" in out
-    latest = (bucket / "ctrlc" / "LATEST").read_text().strip()
-    assert (bucket / "ctrlc" / latest / "MANIFEST.json").is_file()
-    assert not (bucket / "ctrlc" / "final").exists()
-    with Ledger() as ledger:
-        assert ledger.get_run("ctrlc")["status"] == "preempted"

@@ -159,6 +159,7 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
         lines.append(f"on demand: {_usd(est.ondemand_cost)} at {_usd(est.ondemand_hourly)}/h"
                      f"{where} (the cheapest on-demand zone of {', '.join(req.clouds)})"
                      f"{saving}")
+    lines.append(f"hours from: {est.basis}")
     if req.max_cost is not None:
         lines.append(f"budget: stops at {_usd(req.max_cost)} (--max-cost)")
     lines.append(f"checkpoints: {req.run_uri}/  task: {prepared.task_yaml}")
@@ -205,7 +206,9 @@ def _train_local(*, recipe: str, data: str | None, bucket: str | None, name: str
     if as_json:
         output.print_json(result)
     if result.get("interrupted"):
-        raise typer.Exit(130)  # stopped by Ctrl-C (with a checkpoint): not a finished run
+        # stopped by Ctrl-C/SIGTERM with a checkpoint, and already said so: exit 128 + signal
+        # without a second "error: interrupted" line
+        sys.exit(result["exit_code_cli"])
 
 
 def _usd(value: float | None) -> str:

@@ -11,12 +11,18 @@ also writes it to ``<workdir>/<run-id>/exit_code``; the node's task script exits
     f="${VOPS_TRAIN_WORKDIR:-/tmp/vops-train}/$VOPS_RUN_ID/exit_code"
     if [ "$rc" -ne 0 ] && [ -f "$f" ]; then rc=$(cat "$f"); fi
     exit "$rc"
+
+Started by ``vops train --local`` (``VOPS_PARENT_PID`` set), the process dies with its parent
+whatever kills the parent: Linux's parent-death signal (SIGKILL), and, where there is none,
+EOF on the stdin pipe the parent holds open. The checkpoint protocol makes that kill safe.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from vicuna_ops.train.args import EXIT_FAILED, TrainArgs, World, parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()
     try:
         args = parse_args(argv)
     except VopsError as exc:
@@ -39,6 +46,34 @@ def main(argv: list[str] | None = None) -> int:
         code_file.parent.mkdir(parents=True, exist_ok=True)
         code_file.write_text(f"{code}\n")
     return code
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Go down with the ``vops`` process that started us (a no-op on a training node)."""
+    raw = os.environ.get("VOPS_PARENT_PID")
+    if not raw or not raw.isdigit():
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != int(raw):  # the parent died before the signal was armed
+        os._exit(EXIT_FAILED)
+    threading.Thread(target=_watch_stdin, name="vops-parent-watch", daemon=True).start()
+
+
+def _watch_stdin() -> None:
+    """The parent holds our stdin pipe open for as long as it lives: EOF means it is gone."""
+    try:
+        while os.read(0, 4096):
+            pass
+    except OSError:
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def exit_code_file(args: TrainArgs) -> Path:

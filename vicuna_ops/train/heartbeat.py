@@ -4,7 +4,9 @@ budget guard that reads the run's records at each heartbeat.
 The record says where the attempt runs (SkyPilot's env on a node, "local" here), when it
 started, when it was last seen alive, and the steps and tokens it has done: what cost reports
 bill. The training callback updates the counters (no I/O on the training thread); a
-background thread writes the record every ``interval_s`` and at start and end.
+background thread writes the record every ``interval_s`` and at start and end. Each beat
+first renews the run lease (``lease.py``); a lease lost to another trainer calls
+``on_lease_lost`` before anything more is written.
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ class SegmentHeartbeat:
                  interval_s: float, earlier: list[SegmentRecord] | None = None,
                  stop_flag: StopFlag | None = None, max_cost: float | None = None,
                  log: Log = lambda _m: None, identity: dict[str, Any] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lease: Any = None,
+                 on_lease_lost: Callable[[], None] | None = None) -> None:
         self._store, self._interval, self._log, self._clock = store, interval_s, log, clock
         self._flag, self._max_cost = stop_flag, max_cost
+        self._lease, self._on_lease_lost = lease, on_lease_lost
         self._earlier = list(earlier or [])
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -111,6 +115,10 @@ class SegmentHeartbeat:
         return self.record
 
     def beat(self, check_budget: bool = True) -> None:
+        if self._lease is not None and not self._lease.renew():
+            if self._on_lease_lost is not None:
+                self._on_lease_lost()
+            return  # another trainer owns the run now: write nothing more
         with self._lock:
             update: dict[str, Any] = {"heartbeat": self._clock()}
             if self._progress is not None:

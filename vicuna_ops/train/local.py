@@ -7,19 +7,27 @@ handlers) stays out of the CLI, and a crash or a kill of the training cannot tak
 the ledger write down with it. The child reports JSON progress events on stdout; its log goes
 to ``$VOPS_HOME/runs/<name>/train.log``.
 
-Ctrl-C is a preemption notice: the child checkpoints at the next step and exits; running the
-same command again resumes it. A second Ctrl-C kills it (the checkpoint protocol makes that
-safe too).
+Inputs are checked first (``preflight.py``): a wrong path or a run another trainer holds
+costs one line and exit 2, and writes nothing.
+
+Ctrl-C, SIGTERM and SIGHUP are a preemption notice: the child checkpoints at the next step
+and exits; this command then exits 128 + the signal (130, 143, 129); running the same command
+again resumes. A second one kills the child (the checkpoint protocol makes that safe too).
+The handlers are installed explicitly, so a ``nohup ... &`` start (SIGINT inherited as
+ignored) still stops cleanly. Whatever kills this process, the child goes with it (it arms
+Linux's parent-death signal and watches its stdin pipe, see ``__main__``).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +60,12 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
     """
     from vicuna_ops.ledger import Ledger
     from vicuna_ops.storage import open_store
+    from vicuna_ops.train.preflight import check_inputs
 
     run_store = open_store(bucket).child(name)
+    check_inputs(recipe, run_store, data)
+    with Ledger() as ledger:
+        _check_ledger_row(ledger, name, open_store(bucket).uri)
     folder = run_dir(name)
     recipe_path = folder / "recipe.yaml"
     recipe_path.write_text(dump_recipe(recipe))
@@ -70,19 +82,26 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
                       .encode())
             log.flush()
             env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOPS_HEARTBEAT_S":
-                   os.environ.get("VOPS_HEARTBEAT_S", "5")}
-            child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env,
-                                     text=True, bufsize=1)
-            events, interrupted = _follow(child, json_output, recipe, max_steps)
+                   os.environ.get("VOPS_HEARTBEAT_S", "5"), "VOPS_PARENT_PID": str(os.getpid())}
+            with _stop_signals():
+                # stdin: a pipe the child watches (EOF = this process is gone)
+                child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, env=env, text=True, bufsize=1)
+                try:
+                    events, interrupted = _follow(child, json_output, recipe, max_steps)
+                finally:
+                    child.stdin.close()  # type: ignore[union-attr]
     except BaseException:
         with Ledger() as ledger:
             ledger.update_run(name, status="failed")
         raise
     code = child.returncode
-    if interrupted and code in (-signal.SIGKILL, -signal.SIGTERM):
+    if interrupted is not None and code in (-signal.SIGKILL, -signal.SIGTERM):
         code = EXIT_PREEMPTED  # killed on the user's second Ctrl-C: resumable like a preemption
     summary = _summarize(events, name, run_store, code, time.time() - started, log_path)
-    summary["interrupted"] = interrupted  # the CLI exits 130, as an interrupted command does
+    # the CLI exits 128 + the signal (130 for Ctrl-C), as an interrupted command does
+    summary["interrupted"] = interrupted is not None
+    summary["exit_code_cli"] = 128 + interrupted if interrupted is not None else None
     with Ledger() as ledger:
         _close_ledger_row(ledger, name, run_store, summary)
     if summary["status"] == "failed":
@@ -94,28 +113,66 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
     return summary
 
 
-def _open_ledger_row(ledger: Any, name: str, uri: str, recipe: Recipe, data: str | None,
-                     max_steps: int | None, max_cost: float | None) -> None:
-    facts = {"recipe": recipe.name, "local": True, "data": data or recipe.data.path,
-             "max_steps": max_steps, "max_cost": max_cost}
+def _check_ledger_row(ledger: Any, name: str, uri: str) -> None:
     if not ledger.has_run(name):
-        ledger.add_run(name, "train", "running", bucket=uri, data=facts)
         return
     row = ledger.get_run(name)
     if row["kind"] != "train" or row["bucket"] != uri:
         raise UserError(f"run {name!r} already exists ({row['kind']} run in {row['bucket']})",
                         hint="pick another --name, or the same --bucket to resume it")
+
+
+def _open_ledger_row(ledger: Any, name: str, uri: str, recipe: Recipe, data: str | None,
+                     max_steps: int | None, max_cost: float | None) -> None:
+    import socket
+
+    # host + pid: `vops runs` tells a run whose process is gone from a running one
+    facts = {"recipe": recipe.name, "local": True, "data": data or recipe.data.path,
+             "max_steps": max_steps, "max_cost": max_cost, "host": socket.gethostname(),
+             "pid": os.getpid()}
+    if not ledger.has_run(name):
+        ledger.add_run(name, "train", "running", bucket=uri, data=facts)
+        return
+    _check_ledger_row(ledger, name, uri)
     ledger.update_run(name, status="running", data=facts)  # a rerun resumes it
     ledger.add_event(name, "train-resumed", {"local": True})
 
 
+class _Stop(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signum)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP interrupt the follow loop below, however this process was
+    started (``nohup ... &`` leaves SIGINT ignored; a SIGHUP that nohup ignores stays so)."""
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_stop}
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        wanted[signal.SIGHUP] = _raise_stop
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
-            max_steps: int | None) -> tuple[list[dict[str, Any]], bool]:
-    """Read the child's events until it exits; Ctrl-C asks it to stop, twice kills it.
-    Returns the events and whether the user interrupted."""
+            max_steps: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    """Read the child's events until it exits; Ctrl-C (SIGTERM, SIGHUP) asks it to stop, a
+    second one kills it. Returns the events and the first stopping signal (None: none)."""
     events: list[dict[str, Any]] = []
     view = None if quiet else _ProgressView(max_steps or recipe.train.max_steps)
     interrupts = 0
+    stopped_by: int | None = None
     lines: Iterable[str] = child.stdout  # type: ignore[assignment]
     try:
         if view is not None:
@@ -129,8 +186,10 @@ def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
                         if view is not None:
                             view.update(event)
                 break
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 interrupts += 1
+                if stopped_by is None:
+                    stopped_by = exc.signum if isinstance(exc, _Stop) else signal.SIGINT
                 child.send_signal(signal.SIGTERM if interrupts == 1 else signal.SIGKILL)
                 if view is not None:
                     view.note("stopping: checkpointing at the next step (Ctrl-C again to kill)"
@@ -142,7 +201,7 @@ def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
             child.wait()
         if view is not None:
             view.stop()
-    return events, interrupts > 0
+    return events, stopped_by
 
 
 def _summarize(events: list[dict[str, Any]], name: str, run_store: Any, code: int,
@@ -223,6 +282,14 @@ def _close_ledger_row(ledger: Any, name: str, run_store: Any, summary: dict[str,
                               record.model_dump(mode="json"))
 
 
+def serve_command(final_uri: str) -> str:
+    """The command that serves a finished run (a local bucket's folder as a plain path)."""
+    model = final_uri.rstrip("/")
+    if model.startswith("file://"):
+        model = model[len("file://"):]
+    return f"vops serve --local --model {shlex.quote(model)} --port 8000"
+
+
 def _last_error(log_path: Path) -> str:
     try:
         lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
@@ -246,6 +313,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                         highlight=False)
     if summary["final"]:
         output.stdout.print(f"final weights: {output.escape(summary['final'])}",
+                            highlight=False)
+        output.stdout.print(f"next: {output.escape(serve_command(summary['final']))}",
                             highlight=False)
     elif status == "preempted":
         output.stdout.print("stopped with a checkpoint; run the same command again to resume",

@@ -1,5 +1,7 @@
 """One training attempt, start to exit code: what ``python -m vicuna_ops.train`` runs.
 
+    run lease (LEASE)                         before anything is written: one writer per run;
+                                              held by a live trainer -> exit 2
     segment record + notice watchers          first, before any heavy import: billed time and
                                               notices count from the process's start
     final/ verified in the bucket?            -> nothing to do, exit 0
@@ -13,18 +15,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vicuna_ops import adaptors, layout
-from vicuna_ops.errors import CheckpointError, UserError
+from vicuna_ops.errors import CheckpointError, UserError, VopsError
 from vicuna_ops.recipe import Recipe, dump_recipe, load_recipe
 from vicuna_ops.segments import node_identity
 from vicuna_ops.train import checkpoint
-from vicuna_ops.train.args import EXIT_OK, EXIT_PREEMPTED, TrainArgs, World
+from vicuna_ops.train.args import EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE, TrainArgs, World
 from vicuna_ops.train.data import DataPosition
 from vicuna_ops.train.heartbeat import SegmentHeartbeat, next_attempt
+from vicuna_ops.train.lease import RunLease, lease_ttl
 from vicuna_ops.train.preemption import PreemptionWatcher, StopFlag, notice_urls
 from vicuna_ops.train.progress import Reporter
 from vicuna_ops.train.manifest import Manifest
@@ -95,15 +99,20 @@ def run(args: TrainArgs, reporter: Reporter | None = None) -> Outcome:
                                 aws_token_url=args.aws_token_url or None,
                                 poll_s=args.notice_poll_s, log=reporter.log)
     heartbeat: SegmentHeartbeat | None = None
+    lease: RunLease | None = None
     status = "failed"
     try:
         watcher.start()
         if world.is_main:
             attempt, earlier = next_attempt(run_store)
+            lease = RunLease(run_store, attempt=attempt, ttl_s=lease_ttl(args.heartbeat_s),
+                             log=reporter.log)
+            lease.acquire()
             heartbeat = SegmentHeartbeat(
                 run_store, args.run_id, attempt=attempt, first_step=None,
                 interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
-                max_cost=args.max_cost, log=reporter.log, identity=identity)
+                max_cost=args.max_cost, log=reporter.log, identity=identity, lease=lease,
+                on_lease_lost=lambda: _lease_lost(run_store))
             heartbeat.start()
         session = Session(args, recipe, world, reporter, run_store,
                           Path(args.workdir) / args.run_id, stop_flag, heartbeat)
@@ -118,6 +127,23 @@ def run(args: TrainArgs, reporter: Reporter | None = None) -> Outcome:
         watcher.stop()
         if heartbeat is not None:
             heartbeat.finish(status)
+        if lease is not None:
+            lease.release()
+
+
+def _lease_lost(run_store: Any) -> None:
+    """Another trainer took the run over (we stalled past the lease's expiry): stop now,
+    from the heartbeat thread, before this process writes one more object."""
+    from vicuna_ops.train.lease import read_lease
+
+    try:
+        holder = read_lease(run_store)
+    except VopsError:
+        holder = None
+    who = holder.describe() if holder else "another trainer"
+    print(f"error: lost the run lease of {run_store.uri} to {who}; stopping without writing",
+          file=sys.stderr, flush=True)
+    os._exit(EXIT_USAGE)
 
 
 def _already_finished(session: Session) -> Outcome | None:
