@@ -126,3 +126,24 @@ def test_plot_file_is_written(capsys, ledger_with_runs, tmp_path, suffix):
 def test_plot_to_an_unknown_format_is_a_user_error(capsys, ledger_with_runs, tmp_path):
     code, _, err = vops(capsys, "cost", "--plot", str(tmp_path / "cost.gif"))
     assert code == 2 and "unknown format" in err
+
+
+@pytest.mark.parametrize("args", [["--plot", "cost.xyz"], ["--plot", "no/such/dir/c.png"],
+                                  ["--since", "soon"], ["--json", "--csv"],
+                                  ["--sync", "--plot", "cost.xyz"]])
+@pytest.mark.parametrize("ledger_exists", [True, False])
+def test_a_rejected_report_writes_nothing(capsys, tmp_path, monkeypatch, args, ledger_exists):
+    from vicuna_ops.config import vops_home
+
+    monkeypatch.chdir(tmp_path)
+    home = vops_home()
+    if ledger_exists:
+        with Ledger() as ledger:
+            ledger.add_run("r1", "train", "running", bucket="file:///tmp/b")
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in home.glob("ledger.db*")}
+    assert ("ledger.db" in before) == ledger_exists
+    code, out, err = vops(capsys, "cost", *args)
+    assert code == 2 and err.count("\n") == 1 and out == "", err
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in home.glob("ledger.db*")}
+    assert after == before
+    assert not list(tmp_path.glob("cost.*"))

@@ -14,6 +14,7 @@ import sys
 import typer
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
+STARTUP_RETRIES = 2  # a controller that is just starting gets ~1.5 s
 
 
 def chat(
@@ -27,11 +28,17 @@ def chat(
                                     help="Env var holding the API key."),
 ) -> None:
     """Chat with a served model; replies stream as they are generated."""
+    from vicuna_ops.errors import ServeError, UserError
     from vicuna_ops.serve.client import ChatClient, chat_loop
 
     url = endpoint or os.environ.get("VOPS_ENDPOINT") or DEFAULT_ENDPOINT
     client = ChatClient(url, api_key=os.environ.get(api_key_env) or None, model=model)
     interactive = sys.stdin.isatty()
+    try:  # before reading anything, terminal or pipe: a wrong or dead endpoint is exit 2
+        client.check(retries=STARTUP_RETRIES)
+    except ServeError as exc:
+        client.close()
+        raise UserError(exc.message, hint=exc.hint) from exc
 
     def read(prompt: str) -> str:
         if interactive:

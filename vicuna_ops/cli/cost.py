@@ -70,9 +70,12 @@ def cost(
     from vicuna_ops.cost.report import render, to_csv, to_json
     from vicuna_ops.ledger import Ledger
 
+    # every flag is checked before the ledger is opened: a rejected command writes nothing
     if as_json and as_csv:
         raise UserError("--json and --csv cannot be combined", hint="pick one")
     cutoff = parse_since(since) if since else None
+    if plot:
+        check_plot_path(plot)
     with Ledger() as ledger:
         if sync_first:
             _sync(ledger, runs or None, queue=True, quiet=as_json or as_csv)
@@ -89,7 +92,7 @@ def cost(
         typer.echo(to_csv(results), nl=False)
     elif not results:
         output.info("no runs" + (" since " + since if since else "") +
-                    " (hint: `vops runs` lists what the ledger knows)")
+                    " (hint: `vops runs` lists what the ledger knows)", markup=False)
     else:
         output.stdout.print(render(results))
 
@@ -126,6 +129,23 @@ def _sync(ledger, runs, *, queue: bool, quiet: bool):
             output.info(f"[yellow]warning:[/] {output.escape(result.run_id)}: "
                         f"{output.escape(problem)}")
     return results
+
+
+def check_plot_path(plot: str) -> None:
+    """What ``write_plot`` would refuse, refused now: format, folder, matplotlib."""
+    from pathlib import Path
+
+    from vicuna_ops import adaptors
+    from vicuna_ops.cost.plot import FORMATS
+
+    path = Path(plot).expanduser()
+    if path.suffix.lower() not in FORMATS:
+        raise UserError(f"cannot plot to {path.name!r}: unknown format",
+                        hint=f"use one of {', '.join(sorted(FORMATS))}")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: {path.parent} is not a folder",
+                        hint="create the folder first")
+    adaptors.require("matplotlib")
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([dhm])$")

@@ -1,5 +1,11 @@
 """Rendering shared by every command: data to stdout (a Rich table or JSON), messages to
-stderr, so ``vops ... --json | jq`` always sees clean JSON."""
+stderr, so ``vops ... --json | jq`` always sees clean JSON.
+
+User and server text never passes through Rich's markup or emoji rendering (``--gpus A100:x``
+once printed ``A100❌``): both consoles have emoji off, ``error_line`` and ``table`` cells
+and titles are plain ``Text``, and ``info``'s ``markup=False`` prints a line literally. A
+caller that styles part of a message with markup escapes the rest with ``escape``.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Piped or captured output gets wide tables rather than columns squeezed to 80 characters.
 _WIDTH = None if sys.stdout.isatty() else 220
-stdout = Console(soft_wrap=True, width=_WIDTH)
-stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 220)
+stdout = Console(soft_wrap=True, width=_WIDTH, emoji=False)
+stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 220,
+                 emoji=False)
 
 
 def print_json(data: Any) -> None:
@@ -23,21 +31,25 @@ def print_json(data: Any) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    out = Table(title=title, title_justify="left", header_style="bold")
+    """Cells and title are shown as they are (run names, paths, server text: no markup)."""
+    out = Table(title=None if title is None else Text(title), title_justify="left",
+                header_style="bold")
     for column in columns:
-        out.add_column(column)
+        out.add_column(Text(column))
     for row in rows:
-        out.add_row(*("-" if cell is None else str(cell) for cell in row))
+        out.add_row(*(cell if isinstance(cell, Text) else Text("-" if cell is None else
+                                                               str(cell)) for cell in row))
     return out
 
 
-def info(message: str) -> None:
-    stderr.print(message, highlight=False)
+def info(message: str | Text, *, markup: bool = True) -> None:
+    """A message on stderr. ``markup=False``: printed exactly as given."""
+    stderr.print(message, highlight=False, markup=markup)
 
 
 def error_line(message: str) -> None:
-    # markup off: messages quote user input such as [brackets]
-    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    """``error: <message>``, the message exactly as given (it quotes user input)."""
+    stderr.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
 
 
 def escape(text: str) -> str:

@@ -121,11 +121,13 @@ def _serve_local(model: str | None, backend: str, port: int, workers: int,
                                          "logs": str(plan.state_dir / "logs")}) + "\n")
             sys.stdout.flush()
         else:
-            output.info(f"[green]serving[/] {serving.url}/v1 with {workers} worker(s); "
-                        f"logs in {plan.state_dir / 'logs'}; Ctrl-C stops everything")
-            output.info(f"try: vops chat --endpoint {serving.url}")
+            output.info(f"[green]serving[/] {output.escape(serving.url)}/v1 with {workers} "
+                        f"worker(s); logs in {output.escape(str(plan.state_dir / 'logs'))}; "
+                        "Ctrl-C stops everything")
+            output.info(f"try: vops chat --endpoint {serving.url}", markup=False)
 
-    run_local(plan, say=output.info, ready=ready)
+    # the supervisor's lines quote the children's logs: printed as they are
+    run_local(plan, say=lambda line: output.info(line, markup=False), ready=ready)
 
 
 # --- status / down ---------------------------------------------------------------------------
@@ -203,12 +205,13 @@ def _local_token(endpoint: str) -> str | None:
 
 def _render_controller(view: dict) -> None:
     if "error" in view:
-        output.info(f"controller {output.escape(view['url'])}: {view['error']}")
+        output.info(f"controller {view['url']}: {view['error']}", markup=False)
         return
     health = view["health"]
-    output.stdout.print(f"controller {output.escape(view['url'])}: "
-                        f"{health['workers']['live']} live, {health['workers']['draining']} "
-                        f"draining; models {', '.join(health.get('models') or []) or '-'}")
+    output.stdout.print(f"controller {view['url']}: {health['workers']['live']} live, "
+                        f"{health['workers']['draining']} draining; models "
+                        f"{', '.join(health.get('models') or []) or '-'}", markup=False,
+                        highlight=False)
     if view["workers"] is None:
         output.info(f"(set {WORKER_TOKEN_ENV} to list the workers)")
         return
@@ -241,7 +244,7 @@ def down(
     if as_json:
         output.print_json({"name": name, "cancelled": cancelled})
     else:
-        output.info(f"{name}: cancelled {len(cancelled)} managed job(s)")
+        output.info(f"{name}: cancelled {len(cancelled)} managed job(s)", markup=False)
 
 
 def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, name, bucket,
@@ -266,7 +269,8 @@ def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, nam
         if as_json:
             output.print_json({**summary, "launched": False})
         else:
-            output.info(f"dry run: task YAMLs in {prepared.run_dir}; nothing launched")
+            output.info(f"dry run: task YAMLs in {prepared.run_dir}; nothing launched",
+                        markup=False)
         return
     if not yes:
         if not sys.stdin.isatty():
@@ -277,7 +281,8 @@ def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, nam
         output.print_json({**summary, "launched": True, "jobs": jobs})
     else:
         output.info(f"launched {len(jobs)} managed job(s); `vops serve status "
-                    f"{request.name}` shows the controller's address once it is up")
+                    f"{request.name}` shows the controller's address once it is up",
+                    markup=False)
 
 
 def _render_plan(summary: dict) -> None:

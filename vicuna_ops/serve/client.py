@@ -35,35 +35,49 @@ class ChatClient:
     def close(self) -> None:
         self.http.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, retries: int = CONNECT_RETRIES,
+                 **kwargs: Any) -> Any:
         """Send, retrying connection failures (nothing was received yet)."""
         delay = 0.5
-        for attempt in range(CONNECT_RETRIES + 1):
+        for attempt in range(retries + 1):
             try:
                 request = self.http.build_request(method, self.base + path, **kwargs)
                 return self.http.send(request, stream=True)
-            except (self._httpx.ConnectError, self._httpx.RemoteProtocolError) as exc:
-                if attempt == CONNECT_RETRIES:
+            except (self._httpx.ConnectError, self._httpx.RemoteProtocolError,
+                    self._httpx.ConnectTimeout) as exc:
+                if attempt == retries:
                     raise ServeError(f"cannot reach {self.base}: {exc}",
                                      hint="is the controller running? see `vops serve status`"
                                      ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
 
-    def models(self) -> list[str]:
-        response = self._request("GET", "/v1/models")
+    def models(self, *, retries: int = CONNECT_RETRIES) -> list[str]:
+        response = self._request("GET", "/v1/models", retries=retries)
         try:
-            body = json.loads(response.read())
+            body = _json_or_text(response.read())
+        except self._httpx.HTTPError as exc:
+            raise ServeError(f"{self.base} broke off its answer: {exc}") from exc
         finally:
             response.close()
         if response.status_code != 200:
             raise _error(response.status_code, body)
-        return [entry["id"] for entry in body.get("data", [])]
+        try:
+            return [str(entry["id"]) for entry in body["data"]]
+        except (KeyError, TypeError) as exc:
+            raise ServeError(f"{self.base} does not answer like an OpenAI API (GET /v1/models)",
+                             hint="pass the controller's URL, e.g. http://127.0.0.1:8000"
+                             ) from exc
 
-    def pick_model(self) -> str:
+    def check(self, *, retries: int = CONNECT_RETRIES) -> str:
+        """Ask the server for its models (it answers, the key works); returns the model
+        to use: the one asked for, else the first served."""
+        return self.pick_model(self.models(retries=retries))
+
+    def pick_model(self, names: list[str] | None = None) -> str:
         if self.model:
             return self.model
-        names = self.models()
+        names = self.models() if names is None else names
         if not names:
             raise ServeError(f"{self.base} serves no model yet",
                              hint="wait for a worker to register, or check `vops serve status`")
