@@ -226,8 +226,12 @@ def test_final_weights_equal_an_uninterrupted_run(preempted_run: PreemptedRun) -
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
 
+    from vicuna_ops.train.manifest import Manifest, verify_local
+
     ours = preempted_run.bucket / preempted_run.run_id / "final"
     theirs = preempted_run.reference_bucket / preempted_run.reference_run_id / "final"
+    for folder in (ours, theirs):  # every file's size and SHA-256, as a reader checks them
+        verify_local(folder, Manifest.from_json((folder / "MANIFEST.json").read_bytes()))
     files = sorted(p.name for p in ours.glob("*.safetensors"))
     assert files and files == sorted(p.name for p in theirs.glob("*.safetensors"))
     for name in files:

@@ -116,3 +116,32 @@ def test_same_name_in_another_bucket_is_refused(tmp_path):
         run_local(quick_tiny(), str(tmp_path / "bucket"), "taken", data=None, max_steps=None,
                   max_cost=None, json_output=True)
     assert "already exists" in caught.value.message
+
+
+def test_a_corrupt_final_is_refused_by_serve_and_rebuilt_by_a_rerun(tmp_path):
+    from vicuna_ops.serve.modelfiles import resolve_model
+
+    bucket = tmp_path / "bucket"
+    run_local(quick_tiny(), str(bucket), "demo", data=None, max_steps=None, max_cost=None,
+              json_output=True)
+    weights = bucket / "demo" / "final" / "model.safetensors"
+    good = weights.read_bytes()
+    corrupt = bytearray(good)
+    for offset in (len(good) // 3, len(good) // 2, len(good) - 5):  # same size, 3 bytes off
+        corrupt[offset] ^= 0xFF
+    weights.write_bytes(bytes(corrupt))
+
+    for spec in (str(bucket / "demo" / "final"), f"file://{bucket}/demo/final"):
+        with pytest.raises(UserError) as caught:
+            resolve_model(spec, tmp_path / "cache")
+        assert "model.safetensors fails its checksum" in caught.value.message
+        assert "refusing to serve it" in caught.value.one_line()
+    assert not list((tmp_path / "cache").glob("*"))  # nothing half-verified left to serve
+
+    again = run_local(quick_tiny(), str(bucket), "demo", data=None, max_steps=None,
+                      max_cost=None, json_output=True)
+    assert again["final_rebuilt"] == "model.safetensors fails its checksum"
+    assert again["status"] == "succeeded" and again["steps"] == 8
+    assert again["resumed_from"] == 4  # from the newest verified checkpoint, not from scratch
+    assert weights.read_bytes() == good  # exact resume: the same bytes as the first final
+    assert resolve_model(str(bucket / "demo" / "final"), tmp_path / "cache").is_dir()

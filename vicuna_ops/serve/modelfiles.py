@@ -3,7 +3,8 @@
 Training writes ``<bucket>/<run>/final/`` (config, safetensors, tokenizer files); a worker
 on a fresh spot node downloads it once into ``<cache>/<hash of the URI>/`` and marks the
 copy complete only after every file arrived, so a node preempted mid-download never serves
-from a half-copied folder on its next start.
+from a half-copied folder on its next start. A folder with a ``MANIFEST.json`` (training's
+``final/``) is served only once every file matches its size and SHA-256 there.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def resolve_model(spec: str, cache_dir: Path, *, progress=None) -> Path:
     if not is_bucket_uri(spec):
         folder = Path(spec).expanduser()
         _check_folder(folder, spec)
+        _verify_manifest(folder, spec)
         return folder
     from vicuna_ops.storage import open_store
 
@@ -37,7 +39,9 @@ def resolve_model(spec: str, cache_dir: Path, *, progress=None) -> Path:
     if not objects:
         raise UserError(f"no model files under {spec}",
                         hint="point --model at the folder training wrote, e.g. <bucket>/<run>/final/")
-    expected = {o.key: o.size for o in objects}
+    expected: dict[str, object] = {o.key: o.size for o in objects}
+    if "MANIFEST.json" in expected:  # a rebuilt final/ of the same sizes is a new copy
+        expected["MANIFEST.json"] = hashlib.sha256(store.get_bytes("MANIFEST.json")).hexdigest()
     marker = target / _COMPLETE
     if marker.exists():
         try:
@@ -53,11 +57,31 @@ def resolve_model(spec: str, cache_dir: Path, *, progress=None) -> Path:
         store.get_file(info.key, destination)
         if progress:
             progress(f"downloaded {info.key} ({index}/{len(objects)})")
+    try:
+        _verify_manifest(partial, spec)
+    except UserError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     (partial / _COMPLETE).write_text(json.dumps(expected))
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     _check_folder(target, spec)
     return target
+
+
+def _verify_manifest(folder: Path, spec: str) -> None:
+    """UserError unless every file training's manifest lists matches its size and SHA-256."""
+    from vicuna_ops.train.manifest import Manifest, ManifestError, verify_local
+
+    path = folder / "MANIFEST.json"
+    if not path.is_file():
+        return  # a model folder from elsewhere (the hub, a conversion): nothing to check
+    try:
+        verify_local(folder, Manifest.from_json(path.read_bytes()))
+    except ManifestError as exc:
+        raise UserError(f"model {spec} is corrupt ({exc}); refusing to serve it",
+                        hint="rerun the training command: it rebuilds final/ from the newest "
+                             "verified checkpoint") from exc
 
 
 def _check_folder(folder: Path, spec: str) -> None:

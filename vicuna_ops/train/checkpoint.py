@@ -10,7 +10,9 @@ Publish (one writer: global rank 0 of the current attempt)::
 Restore: newest step folder first (not LATEST, which is only a hint and may lag or point at a
 folder that is gone); a candidate counts only if its manifest parses, every file is listed
 with its recorded size, and every downloaded file matches its checksum. Otherwise fall back to
-the next older one. ``final/`` follows the same rule with its own manifest.
+the next older one. ``final/`` follows the same rule with its own manifest: a reader checks
+every file's size and SHA-256 (``verify_final``), and a rerun that finds it corrupt removes it
+and rebuilds it from the newest checkpoint that verifies.
 
 Why not SkyPilot's example (rsync of the newest local folder every 10 minutes): it can copy a
 checkpoint that is still being written, and resume picks "the highest-numbered folder", so a
@@ -19,6 +21,7 @@ half-uploaded one wins.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections.abc import Callable
@@ -200,8 +203,35 @@ def prune(store: Any, keep: int, log: Log = lambda _m: None) -> set[str]:
     return {c.folder for c in candidates} - {c.folder for c in doomed}
 
 
+def verify_final(store: Any) -> tuple[Manifest | None, str | None]:
+    """``final/``'s manifest when every file it lists is there with its size and SHA-256
+    (each read back from the store), else ``(None, problem)``; the problem is None when there
+    is no complete ``final/`` at all (never written, or its upload never finished)."""
+    manifest = final_manifest(store)
+    if manifest is None:
+        return None, None
+    for name, entry in manifest.files.items():
+        digest = hashlib.sha256()
+        try:
+            with store.open_read(f"{layout.FINAL}/{name}") as reader:
+                while chunk := reader.read(8 << 20):
+                    digest.update(chunk)
+        except StorageError as exc:
+            return None, f"{name}: {exc.message}"
+        if digest.hexdigest() != entry.sha256:
+            return None, f"{name} fails its checksum"
+    return manifest, None
+
+
+def discard_final(store: Any) -> None:
+    """Remove a corrupt ``final/``: the manifest first, so no reader trusts the rest."""
+    store.delete(f"{layout.FINAL}/{layout.MANIFEST}")
+    store.delete_prefix(layout.FINAL)
+
+
 def final_manifest(store: Any) -> Manifest | None:
-    """The manifest of ``final/`` when the final model is fully uploaded (sizes checked)."""
+    """The manifest of ``final/`` when the final model is fully uploaded (sizes checked only:
+    ``verify_final`` checks the bytes)."""
     key = f"{layout.FINAL}/{layout.MANIFEST}"
     try:
         manifest = Manifest.from_json(store.get_bytes(key))

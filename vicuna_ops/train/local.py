@@ -227,6 +227,8 @@ def _summarize(events: list[dict[str, Any]], name: str, run_store: Any, code: in
         "tokens_per_s": _tokens_per_s(steps_events),
         "data": {k: data[k] for k in ("uri", "used", "truncated", "skipped")} if data else None,
         "segments": _segments(run_store),
+        "final_rebuilt": next((e["problem"] for e in events if e["event"] == "final-corrupt"),
+                              None),
         "bucket": run_store.uri,
         "seconds": round(seconds, 1),
         "log": str(log_path),
@@ -379,5 +381,8 @@ class _ProgressView:
                 self.note(f"upload of step {event['step']} failed: {event['error']}")
         elif kind == "stop":
             self.note(f"stop requested ({event['source']}): checkpointing step {event['step']}")
+        elif kind == "final-corrupt":
+            self.note(f"{event['final']} is corrupt ({event['problem']}): rebuilding it from "
+                      "the newest verified checkpoint")
         elif kind == "end" and event.get("status") == "already-finished":
             self.note("this run has already finished; nothing to train")

@@ -4,7 +4,8 @@
                                               held by a live trainer -> exit 2
     segment record + notice watchers          first, before any heavy import: billed time and
                                               notices count from the process's start
-    final/ verified in the bucket?            -> nothing to do, exit 0
+    final/ verified in the bucket?            -> nothing to do, exit 0 (sizes and SHA-256;
+                                              a corrupt one is reported, removed and rebuilt)
     newest verified checkpoint                -> download, check it fits this data and recipe
     tokenizer, data, model, Trainer           -> train from it (or from scratch)
     stop request at a step boundary           -> checkpoint, finish the upload, exit 75 / 0
@@ -147,11 +148,16 @@ def _lease_lost(run_store: Any) -> None:
 
 
 def _already_finished(session: Session) -> Outcome | None:
-    done = checkpoint.final_manifest(session.run_store)
+    done, problem = checkpoint.verify_final(session.run_store)
+    final = session.run_store.url_for(layout.FINAL)
+    if problem is not None and session.world.is_main:
+        session.reporter.log(f"{final} is corrupt ({problem}): rebuilding it from the newest "
+                             "verified checkpoint")
+        session.reporter.event({"event": "final-corrupt", "final": final, "problem": problem})
+        checkpoint.discard_final(session.run_store)
     if done is None:
         return None
     steps = int(done.meta.get("steps", 0))
-    final = session.run_store.url_for(layout.FINAL)
     session.reporter.log(f"{final} is complete (step {steps}); nothing to do")
     session.reporter.event({"event": "end", "status": "already-finished", "steps": steps,
                             "final": final})

@@ -127,6 +127,22 @@ def test_final_manifest_requires_every_file(store, tmp_path):
     assert checkpoint.final_manifest(store) is None
 
 
+def test_verify_final_checks_every_digest_and_discard_removes_it(store, tmp_path):
+    assert checkpoint.verify_final(store) == (None, None)  # no final/: nothing wrong
+    folder = make_checkpoint(tmp_path, 3)
+    checkpoint.publish_final(store, folder, {"steps": 3})
+    manifest, problem = checkpoint.verify_final(store)
+    assert problem is None and manifest.meta["steps"] == 3
+    path = store.path_for("final/sub/rng.pth")
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x01  # same size: only the digest can tell
+    path.write_bytes(bytes(data))
+    assert checkpoint.final_manifest(store) is not None  # sizes alone still agree
+    assert checkpoint.verify_final(store) == (None, "sub/rng.pth fails its checksum")
+    checkpoint.discard_final(store)
+    assert store.list("final") == [] and checkpoint.verify_final(store) == (None, None)
+
+
 def test_manifest_parsing_rejects_what_it_cannot_trust(tmp_path):
     good = build_manifest(make_checkpoint(tmp_path, 1), 1, 0.0)
     assert Manifest.from_json(good.to_json()) == good
