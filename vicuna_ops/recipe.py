@@ -40,12 +40,15 @@ class ModelSpec(_Strict):
     tiny: TinyModel | None = None
     decoder_layer: str = "LlamaDecoderLayer"  # what FSDP auto-wraps
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
+    params_b: float | None = Field(None, gt=0)  # billions of parameters: the plan's estimate
 
 
 class DataSpec(_Strict):
     path: str | None = None  # JSON/JSONL conversations; `vops train --data` overrides
     eval_path: str | None = None
     max_length: int = Field(2048, gt=0)
+    # Conversations the recipe expects, for the estimate when the data has no report.json.
+    expected_conversations: int | None = Field(None, gt=0)
 
 
 class TrainSpec(_Strict):
@@ -68,7 +71,8 @@ class TrainSpec(_Strict):
 
 class ResourcesSpec(_Strict):
     gpus: str = "A100:8"
-    # Wall-clock hours the recipe needs on `gpus`, for the cost estimate in the plan.
+    # Wall-clock hours the recipe needs on `gpus`: the plan's estimate only when the work
+    # cannot be sized from the data and a throughput (vicuna_ops/launch/workload.py).
     expected_hours: float = Field(12.0, gt=0)
     disk_size_gb: int = 512
 

@@ -1,13 +1,12 @@
-"""What a run will cost, before it starts. Pure: candidates + recipe -> Estimate.
+"""What a run will cost, before it starts. Pure: candidates + work -> Estimate.
 
-The recipe says how many wall-clock hours it needs on its own GPUs (``expected_hours`` on
-``resources.gpus``); a request for a different count or more nodes scales that by total GPU
-count (same GPU type assumed: the estimate does not model that an H100 is faster than an
-A100). Cost = hours x nodes x $/h of the zone SkyPilot tries first; ``high`` prices the same
-hours at the dearest listed zone, where failovers could land. The on-demand figure is the
-cheapest on-demand zone of all the requested clouds (what ``--on-demand`` with the same flags
-would pay, named in the plan), not of the spot candidates: comparing against the spot zones'
-own on-demand prices overstates the saving.
+The hours come from the work (``workload.Workload``: tokens to train over tokens/s per GPU,
+each with its source), or, when that cannot be sized, from the recipe's ``expected_hours``
+rescaled to the GPU count. Cost = hours x nodes x $/h of the zone SkyPilot tries first;
+``high`` prices the same hours at the dearest listed zone, where failovers could land. The
+on-demand figure is the cheapest on-demand zone of all the requested clouds (what
+``--on-demand`` with the same flags would pay, named in the plan), not of the spot
+candidates: comparing against the spot zones' own on-demand prices overstates the saving.
 """
 
 from __future__ import annotations
@@ -15,8 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from vicuna_ops.launch.accelerators import Gpus, parse_gpus
+__all__ = ["Estimate", "estimate", "expected_hours"]
+
+from vicuna_ops.launch.accelerators import Gpus
 from vicuna_ops.launch.candidates import Candidate
+from vicuna_ops.launch.workload import Workload, expected_hours
 from vicuna_ops.recipe import Recipe
 
 
@@ -33,26 +35,20 @@ class Estimate:
     ondemand_cost: float | None
     ondemand_zone: str | None  # the baseline's infra, e.g. aws/us-east-1/us-east-1a
     saving: float | None  # 1 - cost / ondemand_cost, spot only
+    basis: str = "the recipe's expected_hours"  # where the hours come from, for people
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def expected_hours(recipe: Recipe, gpus: Gpus, num_nodes: int = 1) -> float:
-    """The recipe's hours, rescaled from its own GPU count to ``num_nodes x gpus.count``."""
-    try:
-        recipe_gpus = parse_gpus(recipe.resources.gpus).count
-    except Exception:  # a recipe with an odd gpus string: take its hours as they are
-        recipe_gpus = gpus.count * num_nodes
-    return recipe.resources.expected_hours * recipe_gpus / (gpus.count * num_nodes)
-
-
 def estimate(recipe: Recipe, gpus: Gpus, candidates: Sequence[Candidate], *,
              use_spot: bool, num_nodes: int = 1,
-             ondemand_baseline: Candidate | None = None) -> Estimate:
+             ondemand_baseline: Candidate | None = None,
+             work: Workload | None = None) -> Estimate:
     """``ondemand_baseline``: the cheapest on-demand zone of the requested clouds; without
-    one, the cheapest on-demand price among ``candidates``."""
-    hours = expected_hours(recipe, gpus, num_nodes)
+    one, the cheapest on-demand price among ``candidates``. ``work``: the sized work; without
+    it, the recipe's ``expected_hours``."""
+    hours = work.hours if work is not None else expected_hours(recipe, gpus, num_nodes)
     prices = [c.price(use_spot) for c in candidates if c.price(use_spot) is not None]
     ondemand = [c for c in candidates if c.ondemand_price is not None]
     if ondemand_baseline is not None and ondemand_baseline.ondemand_price is not None:
@@ -73,7 +69,7 @@ def estimate(recipe: Recipe, gpus: Gpus, candidates: Sequence[Candidate], *,
         cost_high=_money(hours * high) if high is not None else None,
         ondemand_hourly=_rate(ondemand_hourly),
         ondemand_cost=ondemand_cost, ondemand_zone=base.infra if base else None,
-        saving=saving)
+        saving=saving, basis=work.describe() if work is not None else Estimate.basis)
 
 
 def _money(value: float) -> float:

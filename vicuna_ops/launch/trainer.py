@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,10 +29,12 @@ from vicuna_ops.launch.sky_calls import start_catalog_warmup
 from vicuna_ops.launch.setup_source import NodeInstall, node_install
 from vicuna_ops.launch.task import build_train_task, load_template, write_task_yaml
 from vicuna_ops.launch.validate import Placement, validate_task_file
+from vicuna_ops.launch.workload import Workload
 from vicuna_ops.ledger import Ledger
 from vicuna_ops.recipe import dump_recipe
 
 LAUNCH_FAILED = "launch-failed"
+REPORT_WAIT_S = 5.0  # how long the plan waits for the data's report.json
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
     _check_name_free(request.run_id)
     on_slurm = slurm.targets(request.clouds)
+    report = _read_report_in_background(request.data or request.recipe.data.path)
     baseline: Candidate | None = None
     if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
         gpus, candidates = request.gpus, []
@@ -121,7 +125,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
                        estimate=estimate(request.recipe, gpus, candidates,
                                          use_spot=request.use_spot,
                                          num_nodes=request.num_nodes,
-                                         ondemand_baseline=baseline),
+                                         ondemand_baseline=baseline,
+                                         work=_workload(request, gpus, report)),
                        install=install)
 
 
@@ -169,6 +174,30 @@ def _publish_price_table(prepared: PreparedRun) -> None:
     table = table_from_candidates(prepared.candidates,
                                   None if req.cpu_node else str(req.gpus))
     write_price_table(open_store(req.run_uri), table)
+
+
+def _read_report_in_background(data_uri: str | None) -> Future:
+    """``report.json`` beside the data, read while SkyPilot prices the zones (a bucket
+    round trip; a missing or unreachable one just means the estimate uses another source)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vicuna_ops.launch.workload import read_data_report
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vops-report")
+    future = pool.submit(read_data_report, data_uri)
+    pool.shutdown(wait=False)
+    return future
+
+
+def _workload(request: TrainRequest, gpus: Any, report: Future) -> Workload:
+    from vicuna_ops.launch.workload import measured_segments, workload
+
+    try:
+        found = report.result(timeout=REPORT_WAIT_S)
+    except Exception:  # noqa: BLE001 - slow or failed: size the work without it
+        found = None
+    return workload(request.recipe, gpus, request.num_nodes, max_steps=request.max_steps,
+                    report=found, measured=measured_segments(request.recipe.name, gpus.name))
 
 
 def _check_name_free(run_id: str) -> None:

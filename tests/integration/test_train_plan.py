@@ -106,3 +106,23 @@ def test_cap_reserves_each_clouds_cheapest_places_then_fills_by_price():
     # a cloud with fewer zones than the floor gives what it has; the rest is by price
     assert [c.cloud for c in _cap(ordered, cap=8, per_region=3, min_per_cloud=5)
             ].count("gcp") == 3
+
+
+def test_the_estimate_is_sized_from_report_json_beside_the_data(sky_offline, capsys,
+                                                                  s3_server):
+    from vicuna_ops import adaptors
+
+    s3 = adaptors.boto3().client("s3")
+    s3.create_bucket(Bucket="vops-test-bucket")
+    s3.put_object(Bucket="vops-test-bucket", Key="sharegpt/report.json",
+                  Body=json.dumps({"splits": {"train": {"tokens": 30_000_000}}}))
+    plan = dry_run(capsys, "--gpus", "A100:8", name="sized")
+    est = plan["estimate"]
+    assert "report.json: 30,000,000 training tokens x 3 epochs" in est["basis"]
+    rate = float(est["basis"].split(" at ")[1].split(" tokens/s")[0].replace(",", ""))
+    assert est["hours"] == pytest.approx(90_000_000 / (rate * 8) / 3600, rel=1e-3)
+    assert est["cost"] == pytest.approx(est["hours"] * plan["candidates"][0]["spot_price"],
+                                        abs=0.02)
+    short = dry_run(capsys, "--gpus", "A100:8", "--max-steps", "10", name="short")
+    assert short["estimate"]["hours"] < est["hours"] / 10
+    assert "10 steps x 128 sequences" in short["estimate"]["basis"]
