@@ -79,14 +79,16 @@ def pieces(system: str, turns: Sequence[Turn]) -> list[Piece]:
     """Split a conversation into prompt pieces and trainable assistant replies.
 
     The prompt piece ends with ``ASSISTANT:``; the reply starts with its space, which is
-    exactly what a model sees at inference time after ``render_prompt``.
+    exactly what a model sees at inference time after ``render_prompt``. An empty reply is an
+    open one, as in FastChat's template: the prompt stays ``... ASSISTANT:`` with nothing
+    after it and nothing is labelled (no ``" </s>"`` to learn).
     """
     out: list[Piece] = []
     prompt = system + " "
     for turn in turns:
         if turn.role == USER:
             prompt += f"{USER}: {turn.text} {ASSISTANT}:"
-        else:
+        elif turn.text:
             out.append(Piece(prompt, trainable=False))
             out.append(Piece(" " + turn.text, trainable=True))
             prompt = ""
@@ -101,9 +103,9 @@ def render_prompt(system: str, turns: Sequence[Turn]) -> str:
     for turn in turns:
         if turn.role == USER:
             text += f"{USER}: {turn.text} {ASSISTANT}:"
-        else:
+        elif turn.text:  # an empty reply stays open, as in pieces()
             text += f" {turn.text}</s>"
-    if not turns or turns[-1].role != USER:
+    if not turns or (turns[-1].role != USER and turns[-1].text):
         raise InvalidConversation("the last message must be from the user")
     return text
 

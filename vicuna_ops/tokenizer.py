@@ -36,20 +36,26 @@ def load_tokenizer(spec: str) -> Any:
     return tokenizer
 
 
-@lru_cache(maxsize=1)
-def build_tiny_tokenizer() -> Any:
-    """A byte-level BPE tokenizer with no merges: every UTF-8 byte is one token."""
+def tiny_core() -> Any:
+    """The builtin tokenizer's Rust core (``tokenizers`` only: data prep counts tokens with
+    it without importing transformers)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    from vicuna_ops import adaptors
-
-    transformers = adaptors.transformers()
     byte_tokens = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {token: index for index, token in enumerate([*SPECIAL_TOKENS, *byte_tokens])}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    return core
+
+
+@lru_cache(maxsize=1)
+def build_tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges: every UTF-8 byte is one token."""
+    from vicuna_ops import adaptors
+
+    transformers = adaptors.transformers()
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=tiny_core(), unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         pad_token="<pad>", model_max_length=1 << 20,
     )

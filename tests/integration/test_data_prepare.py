@@ -323,3 +323,145 @@ def test_seeded_train_eval_split(tmp_path, capsys):
     assert not base(train) & base(evals)  # segments of one conversation stay together
     assert 40 <= len(base(evals)) <= 110  # about 25% of 300
     assert any("_" in i for i in train | evals)  # some were split
+
+
+# -- inputs with no conversation: one line, exit 2, nothing written (issue 13) -------------
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "empty"),
+    (b"  \n\n", "empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "binary"),
+    (b"just some notes\nnot json at all\n", "no ShareGPT record"),
+    (b'["a", "b"]', "no ShareGPT record"),
+])
+def test_an_input_with_no_conversation_is_an_error(tmp_path, capsys, content, needle):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(content)
+    out = tmp_path / "o"
+    result = run(str(source), "--out", str(out), "--tokenizer", "builtin:tiny",
+                 "--workers", "1", capsys=capsys)
+    one_line_error(*result, needle, "in.jsonl")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_good_records_beside_bad_lines_go_on(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text("garbage\n" + json.dumps(conv("a", "hello?", "hi")) + "\n\x00\x01\n")
+    code, stdout, stderr = run(str(source), "--out", str(tmp_path / "o"), "--tokenizer",
+                               "builtin:tiny", "--workers", "1", "--json", capsys=capsys)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["kept"] == 1 and [p["line"] for p in report["problems"]] == [1, 3]
+
+
+# -- Vicuna's filters by default (issue 13) ------------------------------------------------
+
+
+def provenance_records() -> list[str]:
+    plugin = conv("plug", "what's the weather?", "Sunny.")
+    plugin["plugins"] = ["weather-tool"]
+    no_plugin = conv("noplug", "what is 2+2?", "4")
+    no_plugin["plugins"] = None
+    return [json.dumps(r) for r in (
+        plugin, no_plugin,
+        conv("prov", "who are you?", "I am ChatGPT, a model by OpenAI."),
+        conv("url", "where do I sign up?", "At https://chat.openai.com/auth."),
+        conv("said", "what did she say?", "She said hi."),
+    )]
+
+
+@pytest.mark.parametrize("flags, kept, left_out", [
+    ((), {"noplug", "said"}, {"plugins": 1, "blocklist": 2}),
+    (("--blocklist", "none"), {"noplug", "said", "prov", "url"}, {"plugins": 1}),
+    (("--keep-plugins",), {"plug", "noplug", "said"}, {"blocklist": 2}),
+    (("--blocklist", "{file}", "--keep-plugins"), {"plug", "noplug", "prov", "url"},
+     {"blocklist": 1}),
+])
+def test_default_blocklist_and_plugin_sessions(tmp_path, capsys, flags, kept, left_out):
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(provenance_records()) + "\n")
+    words = tmp_path / "words.txt"
+    words.write_text("said\n")
+    flags = tuple(str(words) if f == "{file}" else f for f in flags)
+    out = tmp_path / "o"
+    code, stdout, stderr = run(str(source), "--out", str(out), "--tokenizer", "builtin:tiny",
+                               "--eval-ratio", "0", "--workers", "1", "--json", *flags,
+                               capsys=capsys)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert {k: v for k, v in report["left_out"].items() if v} == left_out
+    assert {r["id"] for r in read_jsonl(out / "train.jsonl")} == kept
+
+
+# -- scraped HTML after a regenerate counter, invisible replies (issue 13) -----------------
+
+
+def test_counter_before_html_and_invisible_replies(tmp_path, capsys):
+    records = [
+        conv("counter", "Copy1 / 2How do I print?Copy24 chars / 5 words",
+             "2 / 3" + HTML_REPLY.replace("Like this:", "Like this &amp; that:")),
+        conv("zw", "anything?", "\u200b"),
+        conv("nbsp", "anything else?", "\u00a0\ufeff \u2060"),
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "o"
+    code, stdout, stderr = run(str(source), "--out", str(out), "--tokenizer", "builtin:tiny",
+                               "--eval-ratio", "0", "--workers", "2", "--json", capsys=capsys)
+    assert code == 0, stderr
+    report = json.loads(stdout)
+    assert report["left_out"]["empty_reply"] == 2 and report["kept"] == 1
+    (record,) = read_jsonl(out / "train.jsonl")
+    question, answer = (t["value"] for t in record["conversations"])
+    assert question == "How do I print?"
+    assert answer == 'Like this & that:\n\n```python\nprint("hi")\n```'
+
+
+# -- a killed run takes its workers with it and leaves nothing behind (issue 13) -----------
+
+
+def test_kill_9_takes_the_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    source = tmp_path / "big.jsonl"
+    with source.open("w") as file:
+        for i in range(4000):
+            file.write(json.dumps(conv(f"c{i}", f"question {i}?", HTML_REPLY * 3)) + "\n")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    args = [sys.executable, "-m", "vicuna_ops", "data", "prepare", "--tokenizer",
+            "builtin:tiny", "--workers", "2"]
+    proc = subprocess.Popen([*args, str(source), "--out", str(tmp_path / "o")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        tree: list[psutil.Process] = []
+        while time.monotonic() < deadline:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            if len(tree) >= 2 and list(tmp.glob("vops-data-*/train.jsonl")):
+                break
+            assert proc.poll() is None, "finished before it could be killed"
+            time.sleep(0.05)
+        assert len(tree) >= 2, "no worker processes seen"
+        time.sleep(0.5)  # let the workers get busy
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gone, alive = psutil.wait_procs(tree, timeout=5)
+        assert not alive, f"still alive 5 s after kill -9: {[p.pid for p in alive]}"
+    finally:
+        proc.kill()
+    (stale,) = list(tmp.glob("vops-data-*"))  # the killed run could not remove its own
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps(conv("a", "hello?", "hi")) + "\n")
+    done = subprocess.run([*args, str(small), "--out", str(tmp_path / "o2")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists() and not list(tmp.glob("vops-data-*"))

@@ -38,8 +38,12 @@ def prepare_command(
     skip_lang: Optional[list[str]] = typer.Option(
         None, "--skip-lang", help="Leave out these languages."),
     blocklist: Optional[str] = typer.Option(
-        None, "--blocklist", help="File (path or URI) of phrases, one per line; conversations "
-                                  "containing one are left out."),
+        None, "--blocklist", help="File (path or URI) of phrases, one per line, replacing the "
+                                  "default (OpenAI, ChatGPT); conversations containing one are "
+                                  "left out. 'none': no blocklist."),
+    keep_plugins: bool = typer.Option(False, "--keep-plugins",
+                                      help="Keep tool-using sessions (a 'plugins' field); left "
+                                           "out by default."),
     on_long_turn: str = typer.Option("drop", "--on-long-turn",
                                      help="An exchange longer than --max-length on its own: "
                                           "drop or truncate."),
@@ -65,7 +69,7 @@ def prepare_command(
         max_length=max_length, min_turns=min_turns, min_chars=min_chars,
         keep_langs=_languages(keep_lang, "--keep-lang"),
         skip_langs=_languages(skip_lang, "--skip-lang"),
-        blocklist=tuple(_read_blocklist(blocklist)) if blocklist else (),
+        blocklist=_blocklist(blocklist), keep_plugins=keep_plugins,
         on_long_turn=on_long_turn, neutralize_special_tokens=not keep_special_tokens)
     options = PrepareOptions(clean=clean, eval_ratio=eval_ratio, seed=seed, workers=workers,
                              overwrite=overwrite)
@@ -88,6 +92,16 @@ def _languages(values: list[str] | None, flag: str) -> frozenset[str]:
         raise UserError(f"{flag}: unknown language {unknown[0]!r}",
                         hint=f"use one of {', '.join(LANGUAGES)}")
     return frozenset(codes)
+
+
+def _blocklist(value: str | None) -> tuple[str, ...]:
+    from vicuna_ops.data.filters import DEFAULT_BLOCKLIST
+
+    if value is None:
+        return DEFAULT_BLOCKLIST
+    if value.strip().lower() == "none":  # a file called "none": pass ./none
+        return ()
+    return tuple(_read_blocklist(value))
 
 
 def _read_blocklist(uri: str) -> list[str]:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from vicuna_ops.data.html import strip_invisible
 from vicuna_ops.data.schema import GPT, HUMAN, SYSTEM, Message
 
 # -- role order ----------------------------------------------------------------------------
@@ -58,9 +59,10 @@ def repair_role_order(messages: Iterable[Message]) -> RoleRepair:
 
 def cut_at_empty_turn(turns: list[Message]) -> tuple[list[Message], bool]:
     """The conversation up to its first empty turn: an empty reply goes with the question
-    it answers; an empty question with everything after it. Returns (turns, was_cut)."""
+    it answers; an empty question with everything after it. Returns (turns, was_cut).
+    Empty includes only spaces, NBSPs and invisible characters (``\\u200b``, BOM, ...)."""
     for index, (_, text) in enumerate(turns):
-        if not text.strip():
+        if not strip_invisible(text):
             return turns[: index - index % 2], True
     return turns, False
 
@@ -92,9 +94,14 @@ def language_sample(turns: list[Message]) -> str:
 # -- blocklist -----------------------------------------------------------------------------
 
 
+# What Vicuna's cleaning dropped so the model does not claim to be ChatGPT.
+DEFAULT_BLOCKLIST = ("OpenAI", "ChatGPT")
+
+
 class Blocklist:
-    """Case-insensitive phrases; one that starts or ends with a letter or digit only matches
-    there as a whole word (``ai`` does not match ``said``)."""
+    """Case-insensitive phrases; one that starts or ends with a letter only matches where no
+    letter touches it (``ai`` does not match ``said``; ``ChatGPT`` matches ``ChatGPT's``,
+    ``ChatGPT4`` and ``chat.openai.com``)."""
 
     def __init__(self, phrases: Iterable[str]) -> None:
         self.phrases = tuple(sorted({p.strip() for p in phrases if p.strip()}, key=len,
@@ -105,8 +112,11 @@ class Blocklist:
     @staticmethod
     def _pattern(phrase: str) -> str:
         body = r"\s+".join(re.escape(word) for word in phrase.split())
-        start = r"\b" if re.match(r"\w", phrase) else ""
-        end = r"\b" if re.search(r"\w$", phrase) else ""
+        letter = r"[^\W\d_]"
+        start = f"(?<!{letter})" if re.match(letter, phrase) else \
+            r"\b" if re.match(r"\w", phrase) else ""
+        end = f"(?!{letter})" if re.search(f"{letter}$", phrase) else \
+            r"\b" if re.search(r"\w$", phrase) else ""
         return f"{start}{body}{end}"
 
     def __bool__(self) -> bool:

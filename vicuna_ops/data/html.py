@@ -31,9 +31,20 @@ _LANGUAGE_NAME = re.compile(r"^[\w+#.-]{1,30}$")
 
 # ```pythonCopy code  /  ```\npythonCopy code  /  ```Copy code  (left by earlier converters)
 _GLUED_FENCE = re.compile(r"```[ \t]*\n?[ \t]*([\w+#.-]{0,30}?)[ \t]*(?:Copy code)+[ \t]*\n?")
-# "1 / 1", "2 / 3" before a message (the site's regenerate pager); n <= m, checked below.
-_PAGE_COUNTER = re.compile(r"^\s*(\d{1,2}) / (\d{1,2})(?!\d)[ \t]*\n?")
+# "1 / 1", "2 / 3" before a message (the site's regenerate pager, sometimes glued to the
+# "Copy" button before it); n <= m, checked below.
+_PAGE_COUNTER = re.compile(r"^(?:Copy)?(\d{1,2}) / (\d{1,2})(?!\d)[ \t]*\n?")
+# The UI's character counter under a message: "Copy569 chars / 53 words".
+_COPY_CHARS = re.compile(r"Copy\d+ chars / \d+ words")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# Characters that show nothing: a turn made only of these (and spaces) is empty.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u2061\u2062\u2063\u2064"
+_EDGE = re.compile(rf"^[\s{INVISIBLE}]+|[\s{INVISIBLE}]+$")
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without whitespace (NBSP included) or invisible characters at either end."""
+    return _EDGE.sub("", text)
 
 
 def looks_like_html(text: str) -> bool:
@@ -42,18 +53,32 @@ def looks_like_html(text: str) -> bool:
 
 
 def clean_turn(text: str, is_assistant: bool, changes: Counter[str]) -> str:
-    """One turn's text, cleaned; what changed is counted in ``changes``."""
+    """One turn's text, cleaned; what changed is counted in ``changes``.
+
+    Leading noise (spaces, a BOM, zero-width characters, the regenerate counter) goes first,
+    so a reply that starts ``2 / 3<div class="markdown">`` is still seen as HTML."""
+    text = _strip_leading_noise(text, changes)
+    if "Copy" in text:
+        text, copied = _COPY_CHARS.subn("", text)
+        if copied:
+            changes["copy_counters_removed"] += copied
+            text = _strip_leading_noise(text, changes)
     if is_assistant and looks_like_html(text):
         text = html_to_markdown(text, changes)
         changes["html_turns_converted"] += 1
     text, glued = _GLUED_FENCE.subn(_fence, text)
     if glued:
         changes["copy_code_removed"] += glued
+    return strip_invisible(text)
+
+
+def _strip_leading_noise(text: str, changes: Counter[str]) -> str:
+    text = strip_invisible(text)
     match = _PAGE_COUNTER.match(text)
     if match and 1 <= int(match.group(1)) <= int(match.group(2)):
-        text = text[match.end():]
+        text = strip_invisible(text[match.end():])
         changes["page_counters_removed"] += 1
-    return text.strip()
+    return text
 
 
 def _fence(match: re.Match[str]) -> str:

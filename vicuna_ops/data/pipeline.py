@@ -1,6 +1,6 @@
 """``prepare``: inputs -> worker processes -> train.jsonl, eval.jsonl, report.json.
 
-    main process                      workers (forkserver)           main process
+    main process                      worker processes               main process
     read records (streaming) --chunks--> parse, clean, filter, split --> in input order:
                                                                          duplicates, ids,
                                                                          train/eval draw, write
@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import signal
+import shutil
 import tempfile
 import time
 from collections import deque
@@ -35,14 +34,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from vicuna_ops import errors
 from vicuna_ops.data.filters import Duplicates
 from vicuna_ops.data.inputs import InputFile, resolve_inputs
 from vicuna_ops.data.process import CleanOptions, Outcome, Processor
-from vicuna_ops.data.reader import RawRecord, ReadStats, read_records
+from vicuna_ops.data.reader import RawRecord, ReadStats, read_records, sniff
 from vicuna_ops.data.report import Report
 from vicuna_ops.data.schema import to_record
-from vicuna_ops.errors import UserError, VopsError
+from vicuna_ops.data.tokens import TokenizerSpec, resolve
+from vicuna_ops.errors import UserError
 
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.json")
 CHUNK_RECORDS = 256
@@ -84,34 +83,35 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
             ) -> Report:
     """Clean, filter and split ``inputs`` into ``out``; returns the report it wrote.
 
-    With more than one worker, workers start from a forkserver, so (as with any spawn or
-    forkserver start) a script that calls this must guard its entry point with
-    ``if __name__ == "__main__":``.
+    An input that yields no ShareGPT record at all (empty, binary, not JSON, or only
+    malformed records) is a UserError, and nothing is written.
     """
     from vicuna_ops.storage import open_store
 
     options = options or PrepareOptions()
     check_tokenizer_spec(tokenizer_spec)
     files = resolve_inputs(inputs)
+    _check_inputs(files)
     out_store = open_store(out)
     _check_output(out_store, files, options.overwrite)
+    spec = resolve(tokenizer_spec)
     settings = {"tokenizer": tokenizer_spec, **_settings(options)}
     report = Report(output=out_store.uri, settings=settings)
     total = sum(f.size for f in files) if all(f.size is not None for f in files) else None
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="vops-data-") as tmp:
+    with _work_dir() as tmp:
         paths = {name: Path(tmp) / name for name in OUTPUT_FILES}
         with _Writer(paths) as writer:
             records = _read_all(files, report.inputs)
             done = 0
-            batches = _outcomes(options.clean, tokenizer_spec, _chunks(records),
-                                options.worker_count)
+            batches = _outcomes(options.clean, spec, _chunks(records), options.worker_count)
             for batch in batches:
                 for outcome in batch:
                     _account(outcome, report, writer, options)
                 done += len(batch)
                 if progress is not None:
                     progress(sum(s.bytes_read for s in report.inputs), total, done)
+        _check_every_input_had_records(report, writer.usable_sources)
         report.seconds = time.monotonic() - started
         if not report.balanced:  # pragma: no cover - would be a bug in the counting
             raise AssertionError(f"report does not add up: {report.to_dict()}")
@@ -122,6 +122,62 @@ def prepare(inputs: list[str], out: str, tokenizer_spec: str,
         for name in OUTPUT_FILES:
             out_store.put_file(name, paths[name])
     return report
+
+
+WORK_DIR_PREFIX = "vops-data-"
+
+
+class _work_dir:
+    """A private temp folder ``vops-data-<pid>-...``, removed on exit. A run killed with
+    SIGKILL cannot remove its own, so each run first removes those whose pid is dead."""
+
+    def __enter__(self) -> str:
+        root = Path(tempfile.gettempdir())
+        for stale in root.glob(f"{WORK_DIR_PREFIX}*"):
+            pid = stale.name[len(WORK_DIR_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)) and stale.is_dir() and \
+                    stale.stat().st_uid == os.getuid():
+                shutil.rmtree(stale, ignore_errors=True)
+        self.path = tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_inputs(files: list[InputFile]) -> None:
+    """Fail before any work on an input that is empty or binary."""
+    for file in files:
+        with file.open() as stream:
+            problem = sniff(stream)
+        if problem == "empty":
+            raise UserError(f"{file.uri} holds no records: the file is empty",
+                            hint="name a ShareGPT .json (a list) or .jsonl file")
+        if problem == "binary":
+            raise UserError(f"{file.uri} is not JSON or JSONL text (it holds binary data)",
+                            hint="name a ShareGPT .json (a list) or .jsonl file, gzipped or not")
+
+
+def _check_every_input_had_records(report: Report, usable: set[str]) -> None:
+    for stats in report.inputs:
+        if stats.source in usable:
+            continue
+        first = next((p for p in report.problems if p["source"] == stats.source), None)
+        why = f"line {first['line']}: {first['detail']}" if first else \
+            "; ".join(stats.warnings or []) or "no records"
+        raise UserError(f"{stats.source} holds no ShareGPT record ({why})",
+                        hint="name a ShareGPT .json (a list) or .jsonl file; nothing was "
+                             "written")
 
 
 def check_tokenizer_spec(spec: str) -> None:
@@ -200,82 +256,29 @@ def _chunks(records: Iterable[RawRecord]) -> Iterator[list[RawRecord]]:
 
 # -- workers -------------------------------------------------------------------------------
 #
-# Workers come from a forkserver: a clean process that never imported torch (transformers
-# pulls it in with any tokenizer) or started a thread, so forking from it is safe whatever the
-# calling process did. Each worker loads the tokenizer once. The main process never loads it
-# when there are workers, so its memory stays small: the sum over the process tree is what a
-# machine must hold, and a tokenizer with transformers costs about 250 MB per process.
-
-_WORKER: Processor | None = None
-_WORKER_ERROR: tuple[str, str, str | None] | None = None
+# Workers are plain child processes (vicuna_ops.data.workers) that die with this one. They
+# count tokens with the small ``tokenizers`` library from the spec resolved here, so neither
+# they nor this process import transformers (~250 MB and ~2.7 CPU-s per process).
 
 
-class WorkerError(Exception):
-    """A worker could not start (bad tokenizer, ...): (error class name, message, hint)."""
-
-
-def _init_worker(clean: CleanOptions, tokenizer_spec: str) -> None:
-    """Never raises: a failing initializer would make the pool respawn workers forever."""
-    global _WORKER, _WORKER_ERROR
-    # Ctrl-C is the parent's to handle: it stops submitting and shuts the pool down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per worker
-    try:
-        from vicuna_ops.tokenizer import load_tokenizer
-
-        _WORKER = Processor(clean, load_tokenizer(tokenizer_spec))
-    except VopsError as exc:
-        _WORKER_ERROR = (type(exc).__name__, exc.message, exc.hint)
-    except Exception as exc:  # noqa: BLE001 - reported in the parent, with its type
-        _WORKER_ERROR = ("VopsError", f"worker could not start: {type(exc).__name__}: {exc}",
-                         None)
-
-
-def _process_chunk(chunk: list[RawRecord]) -> list[Outcome]:
-    if _WORKER is None:
-        raise WorkerError(*(_WORKER_ERROR or ("VopsError", "worker not initialised", None)))
-    return [_WORKER.process(record) for record in chunk]
-
-
-def _outcomes(clean: CleanOptions, tokenizer_spec: str, chunks: Iterator[list[RawRecord]],
+def _outcomes(clean: CleanOptions, spec: TokenizerSpec, chunks: Iterator[list[RawRecord]],
               workers: int) -> Iterator[list[Outcome]]:
     """Outcomes chunk by chunk, in input order, with at most 2 x workers chunks in flight."""
     if workers <= 1:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from vicuna_ops.tokenizer import load_tokenizer
-
-        processor = Processor(clean, load_tokenizer(tokenizer_spec))
+        processor = Processor(clean, spec.load())
         for chunk in chunks:
             yield [processor.process(record) for record in chunk]
         return
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    from vicuna_ops.data.workers import WorkerPool
 
-    context = multiprocessing.get_context("forkserver")
-    # Preload our own light module, not __main__ (which may be a script with side effects).
-    context.set_forkserver_preload(["vicuna_ops.data.pipeline"])
-    executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(clean, tokenizer_spec))
-    pending: deque = deque()
+    pool = WorkerPool(workers, (clean, spec))
+    finished = False
     try:
-        for chunk in chunks:
-            pending.append(executor.submit(_process_chunk, chunk))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    except WorkerError as exc:
-        name, message, hint = exc.args
-        raise getattr(errors, name, VopsError)(message, hint=hint) from None
-    except BrokenProcessPool as exc:
-        raise VopsError("a data-prep worker process died (out of memory?)",
-                        hint="retry with fewer --workers, or check the machine's memory; a "
-                             "script calling prepare() needs `if __name__ == '__main__':`") \
-            from exc
+        yield from pool.map(chunks)
+        finished = True
     finally:
-        for future in pending:
-            future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        pool.close(kill=not finished)
 
 
 # -- accounting and writing ----------------------------------------------------------------
@@ -297,6 +300,7 @@ class _Writer:
         self.paths = paths
         self.duplicates = Duplicates()
         self._ids: set[bytes] = set()
+        self.usable_sources: set[str] = set()  # inputs with at least one record not malformed
 
     def __enter__(self) -> _Writer:
         self.files = {name: open(self.paths[f"{name}.jsonl"], "w", encoding="utf-8")  # noqa: SIM115
@@ -324,6 +328,8 @@ class _Writer:
 
 def _account(outcome: Outcome, report: Report, writer: _Writer, options: PrepareOptions
              ) -> None:
+    if outcome.reason != "malformed":
+        writer.usable_sources.add(outcome.where.source)
     if outcome.reason is not None:
         report.record_left_out(outcome.reason, outcome.where, outcome.record_id, outcome.detail)
         return

@@ -22,7 +22,7 @@ from vicuna_ops.errors import UserError
 from vicuna_ops.template import SYSTEM_PROMPT
 
 # Reasons a record is left out, in the order they are tried.
-WORKER_REASONS = ("malformed", "role_order", "empty_reply", "too_short", "language",
+WORKER_REASONS = ("malformed", "plugins", "role_order", "empty_reply", "too_short", "language",
                   "blocklist", "too_long", "internal_error")
 
 
@@ -35,7 +35,8 @@ class CleanOptions:
     min_chars: int = 1
     keep_langs: frozenset[str] = frozenset()
     skip_langs: frozenset[str] = frozenset()
-    blocklist: tuple[str, ...] = ()
+    blocklist: tuple[str, ...] = filters.DEFAULT_BLOCKLIST
+    keep_plugins: bool = False
     on_long_turn: str = "drop"
     neutralize_special_tokens: bool = True
 
@@ -126,6 +127,8 @@ class Processor:
         except Malformed as exc:
             return Outcome(raw.where, "malformed", str(exc), _id_if_any(value))
         where, rid = raw.where, record.id
+        if record.plugins and not self.options.keep_plugins:
+            return Outcome(where, "plugins", None, rid)
 
         messages = [self._clean(role, text, changes) for role, text in record.messages]
         repair = filters.repair_role_order(messages)

@@ -160,6 +160,24 @@ def read_records(stream: BinaryIO, source: str, stats: ReadStats | None = None
         stats.bad_utf8_bytes += bad.count
 
 
+def sniff(stream: BinaryIO) -> str | None:
+    """Why the input cannot hold conversations, judged from its first 64 KiB (gunzipped):
+    "empty" or "binary" (over 10% control bytes or invalid UTF-8, which JSON text never
+    holds outside a damaged line); None if it may."""
+    head = stream.read(1 << 16)
+    if head[:2] == _GZIP_MAGIC:
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(head)).read1(1 << 16)
+        except (EOFError, OSError, zlib.error):
+            return "binary"
+    if not head.lstrip(b"\xef\xbb\xbf \t\r\n"):
+        # blank so far: empty unless more follows (a huge run of blank lines is no data either)
+        return "empty" if len(head) < 1 << 16 else None
+    text = head.decode("utf-8", errors="replace")
+    odd = sum(1 for char in text if char == "\ufffd" or (char < " " and char not in "\t\r\n"))
+    return "binary" if odd * 10 > len(text) else None
+
+
 def _first_significant_byte(binary: io.BufferedIOBase) -> bytes | None:
     """The first byte that is neither whitespace nor part of a UTF-8 byte-order mark."""
     head = binary.peek(4096)  # type: ignore[attr-defined]

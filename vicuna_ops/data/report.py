@@ -16,15 +16,16 @@ from typing import Any
 
 from vicuna_ops.data.reader import ReadStats, Where
 
-REASONS = ("malformed", "role_order", "empty_reply", "too_short", "language", "blocklist",
+REASONS = ("malformed", "plugins", "role_order", "empty_reply", "too_short", "language", "blocklist",
            "too_long", "duplicate_id", "duplicate_exchange", "internal_error")
 REASON_HELP = {
     "malformed": "not JSON, or fields missing or of the wrong type",
+    "plugins": "a tool-using session (a 'plugins' field); --keep-plugins keeps them",
     "role_order": "turns not in user/assistant order, and no repair sufficed",
     "empty_reply": "nothing left after cutting at the first empty turn",
     "too_short": "fewer exchanges or characters than --min-turns / --min-chars",
     "language": "language not kept by --keep-lang / --skip-lang",
-    "blocklist": "contains a --blocklist phrase",
+    "blocklist": "contains a --blocklist phrase (default: OpenAI, ChatGPT)",
     "too_long": "every exchange alone longer than --max-length (--on-long-turn drop)",
     "duplicate_id": "same id as a conversation kept earlier",
     "duplicate_exchange": "same first question and answer as one kept earlier",
@@ -140,6 +141,7 @@ CHANGE_HELP = {
     "html_turns_converted": "assistant turns converted from HTML to markdown",
     "copy_code_removed": "'Copy code' button texts removed from code blocks",
     "page_counters_removed": "'1 / 1' page counters removed",
+    "copy_counters_removed": "'Copy569 chars / 53 words' counters removed",
     "special_tokens_neutralized": "literal special tokens (e.g. '</s>') made plain text",
     "invalid_utf8_replaced": "invalid UTF-8 sequences replaced by U+FFFD",
     "dropped_leading_turn": "conversations repaired by dropping a leading assistant turn",

@@ -35,6 +35,7 @@ class Malformed(ValueError):
 class Conversation:
     id: str
     messages: tuple[Message, ...]
+    plugins: bool = False  # a tool-using ChatGPT session (a non-empty 'plugins' field)
 
 
 def parse_json(text: str) -> Any:
@@ -81,7 +82,8 @@ def parse_record(value: Any) -> Conversation:
             raise Malformed(f"turn {index}: unknown speaker {turn['from']!r} "
                             f"(expected one of {', '.join(sorted(ROLES))})")
         messages.append((role, turn["value"]))
-    return Conversation(record_id, tuple(messages))
+    plugins = value.get("plugins")
+    return Conversation(record_id, tuple(messages), plugins not in (None, "", [], {}, False))
 
 
 def to_record(record_id: str, system: str | None, turns: list[Message]) -> dict[str, Any]:

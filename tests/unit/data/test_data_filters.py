@@ -170,3 +170,21 @@ def test_duplicates_by_id_then_by_first_exchange():
     assert seen.reason("x", key_b) == "duplicate_id"
     assert seen.reason("y", key_a) == "duplicate_exchange"
     assert seen.reason("y", key_b) is None  # rejected ones were not remembered
+
+
+def test_invisible_only_reply_counts_as_empty():
+    from vicuna_ops.data.filters import cut_at_empty_turn
+
+    turns = [("human", "q"), ("gpt", "a"), ("human", "q2"), ("gpt", "\u200b\u00a0")]
+    assert cut_at_empty_turn(turns) == (turns[:2], True)
+
+
+@pytest.mark.parametrize("text, blocked", [
+    ("I am ChatGPT.", "ChatGPT"), ("made by openai", "openai"), ("ChatGPT's answer", "ChatGPT"),
+    ("try ChatGPT4", "ChatGPT4"[:7]), ("see https://chat.openai.com", "openai"),
+    ("OPENAI_API_KEY", "OPENAI"), ("an openairy room", None), ("plain text", None),
+])
+def test_default_blocklist(text, blocked):
+    from vicuna_ops.data.filters import DEFAULT_BLOCKLIST, Blocklist
+
+    assert Blocklist(DEFAULT_BLOCKLIST).first_match([("gpt", text)]) == blocked

@@ -134,3 +134,32 @@ def test_copy_code_glued_to_fences_in_already_converted_text(raw, expected):
 def test_the_words_copy_code_in_prose_survive():
     text = "Use the Copy code button."
     assert clean_turn(text, True, Counter()) == text
+
+
+# -- issue 13: leading noise, scrape counters, invisible characters -------------------------
+
+
+@pytest.mark.parametrize("prefix", ["2 / 3", "1 / 1\n", "\ufeff", "\u200b  ", "Copy2 / 2",
+                                    " 3 / 3  "])
+def test_html_after_leading_noise_is_still_converted(prefix):
+    changes: Counter = Counter()
+    text = clean_turn(prefix + OLD_LAYOUT, True, changes)
+    assert text == '```bash\nls -la | grep "x"\n```'
+    assert changes["html_turns_converted"] == 1
+
+
+@pytest.mark.parametrize("is_assistant", [False, True])
+def test_copy_chars_counter_is_removed_in_both_roles(is_assistant):
+    changes: Counter = Counter()
+    raw = "Summarise this text please.Copy569 chars / 53 words"
+    assert clean_turn(raw, is_assistant, changes) == "Summarise this text please."
+    assert changes["copy_counters_removed"] == 1
+
+
+def test_html_entities_are_decoded():
+    assert convert("<div><p>a &amp; b &lt;tag&gt; &#39;q&#39;</p></div>")[0] == "a & b <tag> 'q'"
+
+
+@pytest.mark.parametrize("raw", ["\u200b", "\u00a0", "\ufeff\u2060 \u200c\u200d", " \n"])
+def test_invisible_only_turns_clean_to_empty(raw):
+    assert clean_turn(raw, True, Counter()) == ""
