@@ -4,11 +4,21 @@ Several vops processes write at once (a launch, a ``cost sync``, a local trainin
 every write is its own short ``BEGIN IMMEDIATE`` transaction with a generous busy timeout.
 The schema is versioned through ``PRAGMA user_version``; ``MIGRATIONS[i]`` moves version i
 to i+1 and runs once, inside the same exclusive transaction that checks the version.
+
+A dead run never reads as ``running``: every reader (``vops runs``, ``status``, ``cost``) gets
+rows through ``settle_run`` / ``settle_segment``, without a sync:
+
+    local run 'running' whose ``vops`` process (host + pid in its data) is gone -> 'lost'
+    segment 'running' whose heartbeats stopped (``segments.settle``)           -> 'lost', ended
+                                                                                  at its last
+                                                                                  heartbeat
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -142,7 +152,7 @@ class Ledger:
         row = self._conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise _unknown_run(run_id)
-        return _decode(row)
+        return settle_run(_decode(row))
 
     def list_runs(self, kind: str | None = None, since: float | None = None) -> list[dict[str, Any]]:
         query, args = "SELECT * FROM runs WHERE 1=1", []
@@ -153,7 +163,7 @@ class Ledger:
             query += " AND created_at >= ?"
             args.append(since)
         rows = self._conn.execute(query + " ORDER BY created_at", args).fetchall()
-        return [_decode(row) for row in rows]
+        return [settle_run(_decode(row)) for row in rows]
 
     # ---------------------------------------------------------------- segments
     def upsert_segment(self, run_id: str, segment_id: str, start: float | None,
@@ -172,7 +182,8 @@ class Ledger:
     def segments(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._conn.execute("SELECT * FROM segments WHERE run_id = ? ORDER BY start,"
                                   " segment_id", (run_id,)).fetchall()
-        return [_decode(row) for row in rows]
+        now = time.time()
+        return [settle_segment(_decode(row), now) for row in rows]
 
     # ---------------------------------------------------------------- events
     def add_event(self, run_id: str, kind: str, data: dict[str, Any] | None = None) -> None:
@@ -184,6 +195,47 @@ class Ledger:
         rows = self._conn.execute("SELECT * FROM events WHERE run_id = ? ORDER BY id",
                                   (run_id,)).fetchall()
         return [_decode(row) for row in rows]
+
+
+def settle_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A local run recorded as running whose ``vops`` process is gone reads as 'lost'."""
+    data = row.get("data") or {}
+    if (row.get("status") == "running" and data.get("local") and isinstance(data.get("pid"), int)
+            and data.get("host") == socket.gethostname() and not process_alive(data["pid"])):
+        return {**row, "status": "lost"}
+    return row
+
+
+def settle_segment(row: dict[str, Any], now: float) -> dict[str, Any]:
+    """A running segment whose heartbeats stopped reads as 'lost', ended at its last one."""
+    from vicuna_ops.segments import SegmentRecord, settle
+
+    data = row.get("data") or {}
+    if data.get("status") != "running":
+        return row
+    try:
+        record = SegmentRecord.model_validate(data)
+    except ValueError:
+        return row  # the cost report names a corrupt record
+    settled = settle(record, now)
+    if settled.status == "running":
+        return row
+    return {**row, "end": settled.heartbeat, "data": {**data, "status": settled.status}}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (a zombie does not count)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone too
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    except OSError:
+        return True
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vicuna_ops import layout
 
 SegmentKind = Literal["train", "serve-worker", "serve-controller"]
-SegmentStatus = Literal["running", "finished", "preempted", "budget-stopped", "failed"]
+SegmentStatus = Literal["running", "finished", "preempted", "budget-stopped", "failed", "lost"]
+# A record whose writer says nothing for this long after its last heartbeat is dead: the
+# run lease expires after the same time (``train/lease.py``).
+MIN_EXPIRY_S = 15.0
+DEFAULT_HEARTBEAT_S = 300.0  # records written before they carried their interval
 
 
 class SegmentRecord(BaseModel):
@@ -43,10 +47,24 @@ class SegmentRecord(BaseModel):
     steps: int = 0  # global step reached
     tokens: int = 0  # trained tokens (train) or generated tokens (serve) in this segment
     epoch: float = 0.0
+    heartbeat_s: float | None = None  # the writer's interval: when silence means death
 
     @property
     def hours(self) -> float:
         return max(0.0, self.heartbeat - self.start) / 3600
+
+
+def expiry_s(heartbeat_s: float | None) -> float:
+    """How long after its last heartbeat a 'running' record is given up: a few intervals."""
+    return max(3 * (heartbeat_s or DEFAULT_HEARTBEAT_S), MIN_EXPIRY_S)
+
+
+def settle(record: SegmentRecord, now: float) -> SegmentRecord:
+    """A 'running' record whose heartbeats stopped (its process was killed without a word)
+    is 'lost', ended at its last heartbeat; any other record is returned as it is."""
+    if record.status == "running" and now - record.heartbeat > expiry_s(record.heartbeat_s):
+        return record.model_copy(update={"status": "lost"})
+    return record
 
 
 def node_identity() -> dict[str, object]:

@@ -4,6 +4,7 @@ buckets (local folder, moto S3, GCS emulator) holding checkpoints."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -180,3 +181,58 @@ def test_status_counts_attempts_and_shows_a_budget_stop(capsys, monkeypatch, tmp
         assert ledger.get_run("run-b")["status"] == "budget-stopped"
     code, out, _ = vops(capsys, "status", "run-b")
     assert code == 0 and "BUDGET-STOPPED" in out
+
+
+def test_a_finished_run_shows_its_final_step(capsys, monkeypatch, tmp_path):
+    from vicuna_ops.train.manifest import FileEntry, Manifest
+
+    FakeSky(monkeypatch, [job(7, "SUCCEEDED")])
+    bucket = str(tmp_path / "bucket")
+    add_run("run-a", bucket, [7])
+    write_checkpoint(bucket, "run-a", 30)  # the last checkpoint kept is older than the end
+    final = Manifest(step=None, files={"model.safetensors": FileEntry(7, "0" * 64)},
+                     created=0.0, meta={"steps": 40})
+    open_store(bucket).child("run-a").put_bytes("final/MANIFEST.json", final.to_json())
+    code, out, err = vops(capsys, "status", "run-a", "--json")
+    assert code == 0, err
+    row = json.loads(out)
+    assert (row["final_step"], row["checkpoint_step"]) == (40, 30)
+    code, out, _ = vops(capsys, "status", "run-a")
+    assert "final, step 40" in out and "step 30" not in out
+
+
+def test_a_dead_local_run_reads_as_lost_everywhere_without_a_sync(capsys, monkeypatch,
+                                                                   tmp_path):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    FakeSky(monkeypatch, [])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer exists: the killed `vops train --local`
+    now = time.time()
+    with Ledger() as ledger:
+        ledger.add_run("dead", "train", "running", bucket=str(tmp_path),
+                       data={"local": True, "host": socket.gethostname(), "pid": gone.pid})
+        ledger.add_run("alive", "train", "running", bucket=str(tmp_path),
+                       data={"local": True, "host": socket.gethostname(), "pid": os.getpid()})
+        record = {"run_id": "dead", "segment_id": "train-001-a", "kind": "train",
+                  "start": now - 3600, "heartbeat": now - 1800, "status": "running",
+                  "heartbeat_s": 5.0}
+        ledger.upsert_segment("dead", "train-001-a", now - 3600, None, record)
+        fresh = {**record, "segment_id": "train-001-b", "heartbeat": now - 1}
+        ledger.upsert_segment("alive", "train-001-b", now - 3600, None, fresh)
+        [seg] = ledger.segments("dead")
+        assert seg["data"]["status"] == "lost" and seg["end"] == now - 1800
+        assert ledger.segments("alive")[0]["data"]["status"] == "running"
+
+    code, out, err = vops(capsys, "runs", "--json")
+    assert code == 0, err
+    assert {r["run_id"]: r["status"] for r in json.loads(out)} == {"dead": "lost",
+                                                                   "alive": "running"}
+    code, out, err = vops(capsys, "status", "dead", "--json")
+    assert code == 0 and json.loads(out)["ledger_status"] == "lost", err
+    code, out, err = vops(capsys, "cost", "dead", "--json")
+    assert code == 0, err
+    assert '"lost"' in out and '"running"' not in out

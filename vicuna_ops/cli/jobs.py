@@ -28,8 +28,16 @@ def status(
         [(r.run_id, r.job_id, "BUDGET-STOPPED" if r.budget_stopped else
           r.status or r.ledger_status, r.recovery_count, r.attempts, r.infra,
           output.when(r.submitted_at), output.duration(r.job_duration),
-          None if r.checkpoint_step is None else f"step {r.checkpoint_step}", r.problem)
+          _checkpoint_cell(r), r.problem)
          for r in rows]))
+
+
+def _checkpoint_cell(row) -> str | None:  # row: jobs.RunStatus
+    """A finished run shows the step its final model was written at, not its last
+    checkpoint's (which may be older)."""
+    if row.final_step is not None:
+        return f"final, step {row.final_step}"
+    return None if row.checkpoint_step is None else f"step {row.checkpoint_step}"
 
 
 def logs(

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from vicuna_ops.cost.prices import Price, PriceFn, PriceQuery
 from vicuna_ops.segments import SegmentRecord
 
-INTERRUPTED = ("preempted", "failed", "running")  # "running" + a successor: died silently
+INTERRUPTED = ("preempted", "failed", "running", "lost")  # "running"/"lost": died silently
 MILLION = 1_000_000
 
 

@@ -34,6 +34,7 @@ class RunStatus:
     attempts: int | None = None  # training attempts with a segment record in the bucket
     budget_stopped: bool = False  # the last attempt stopped at --max-cost
     problem: str | None = None  # why a part is missing (queue or bucket unreadable)
+    final_step: int | None = None  # the step final/ was written at, once its manifest is there
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +74,8 @@ def status(run_id: str | None = None) -> list[RunStatus]:
             submitted_at=job.submitted_at if job else None,
             job_duration=job.job_duration if job else None,
             checkpoint_step=step, bucket=row["bucket"], problem=problem,
-            attempts=attempts, budget_stopped=stopped))
+            attempts=attempts, budget_stopped=stopped,
+            final_step=None if bucket_problem else final_step(row["bucket"], row["run_id"])))
         if job is not None:
             _record_status(row, job, stopped)
     return out
@@ -101,6 +103,21 @@ def checkpoint_step(bucket: str | None, run_id: str) -> tuple[int | None, str | 
         return step, None
     except VopsError as exc:
         return None, f"bucket unreadable: {exc.message}"
+
+
+def final_step(bucket: str | None, run_id: str) -> int | None:
+    """The step recorded in ``final/MANIFEST.json`` (a finished run), else None."""
+    if not bucket:
+        return None
+    from vicuna_ops.storage import open_store
+    from vicuna_ops.train.manifest import Manifest, ManifestError
+
+    try:
+        raw = open_store(bucket).child(run_id).get_bytes(f"{layout.FINAL}/{layout.MANIFEST}")
+        steps = Manifest.from_json(raw).meta.get("steps")
+    except (VopsError, ManifestError):
+        return None
+    return steps if isinstance(steps, int) else None
 
 
 def _attempts(bucket: str | None, run_id: str) -> tuple[int | None, bool]:

@@ -80,7 +80,8 @@ class SegmentHeartbeat:
         self.record = SegmentRecord(
             run_id=run_id, segment_id=f"train-{attempt:03d}-{secrets.token_hex(3)}",
             kind="train", attempt=attempt, start=now, heartbeat=now, status="running",
-            first_step=first_step, steps=first_step or 0, tokens=0, **fields)
+            first_step=first_step, steps=first_step or 0, tokens=0, heartbeat_s=interval_s,
+            **fields)
         if max_cost is not None:
             self._cost_fn = load_cost_function(store, log)
 

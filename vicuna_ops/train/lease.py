@@ -25,21 +25,21 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from vicuna_ops.errors import UserError, VopsError
+from vicuna_ops.segments import expiry_s
 
 LEASE_KEY = "LEASE"
-MIN_TTL_S = 15.0
 WAIT_MARGIN_S = 10.0
 
 Log = Callable[[str], None]
 
 
 def lease_ttl(heartbeat_s: float) -> float:
-    """A few heartbeats: one slow write must not cost the lease."""
-    return max(3 * heartbeat_s, MIN_TTL_S)
+    """A few heartbeats (one slow write must not cost the lease); a segment record silent for
+    as long is given up as 'lost' by the same rule."""
+    return expiry_s(heartbeat_s)
 
 
 @dataclass(frozen=True)
@@ -193,16 +193,6 @@ class RunLease:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: alive
-    try:  # a zombie (exited, not reaped yet by whoever adopted it) is gone too
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    from vicuna_ops.ledger import process_alive
+
+    return pid > 0 and process_alive(pid)

@@ -88,7 +88,8 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
                 child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=log, env=env, text=True, bufsize=1)
                 try:
-                    events, interrupted = _follow(child, json_output, recipe, max_steps)
+                    events, interrupted = _follow(child, json_output, recipe, max_steps,
+                                                  on_event=_SegmentFolder(name, run_store))
                 finally:
                     child.stdin.close()  # type: ignore[union-attr]
     except BaseException:
@@ -165,8 +166,40 @@ def _stop_signals() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
-            max_steps: int | None) -> tuple[list[dict[str, Any]], int | None]:
+class _SegmentFolder:
+    """Copies the run's segment records into the ledger as the run goes (at its start, then
+    every ``every_s``), so a run whose ``vops`` is killed is still billed in `vops cost` up
+    to its last heartbeat, with no `vops cost sync`."""
+
+    def __init__(self, name: str, run_store: Any, every_s: float = 30.0) -> None:
+        self._name, self._store, self._every = name, run_store, every_s
+        self._last = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] not in ("start", "step") or time.monotonic() - self._last < self._every:
+            return
+        self._last = time.monotonic()
+        from vicuna_ops.ledger import Ledger
+
+        with Ledger() as ledger:
+            _fold_segments(ledger, self._name, self._store)
+
+
+def _fold_segments(ledger: Any, name: str, run_store: Any) -> None:
+    from vicuna_ops.segments import read_segments
+
+    try:
+        records, _problems = read_segments(run_store)
+    except VopsError:
+        return
+    for record in records:
+        end = record.heartbeat if record.status != "running" else None
+        ledger.upsert_segment(name, record.segment_id, record.start, end,
+                              record.model_dump(mode="json"))
+
+
+def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe, max_steps: int | None,
+            on_event: Any = None) -> tuple[list[dict[str, Any]], int | None]:
     """Read the child's events until it exits; Ctrl-C (SIGTERM, SIGHUP) asks it to stop, a
     second one kills it. Returns the events and the first stopping signal (None: none)."""
     events: list[dict[str, Any]] = []
@@ -183,6 +216,8 @@ def _follow(child: subprocess.Popen, quiet: bool, recipe: Recipe,
                     event = parse_event(line)
                     if event is not None:
                         events.append(event)
+                        if on_event is not None:
+                            on_event(event)
                         if view is not None:
                             view.update(event)
                 break
@@ -269,19 +304,10 @@ def _segments(run_store: Any) -> list[dict[str, Any]]:
 
 
 def _close_ledger_row(ledger: Any, name: str, run_store: Any, summary: dict[str, Any]) -> None:
-    from vicuna_ops.segments import read_segments
-
     ledger.update_run(name, status=summary["status"], data={
         "steps": summary["steps"], "final": summary["final"], "exit_code": summary["exit_code"],
         "tokens_per_s": summary["tokens_per_s"]})
-    try:
-        records, _problems = read_segments(run_store)
-    except VopsError:
-        return
-    for record in records:  # so `vops cost` sees the local run's attempts too
-        end = record.heartbeat if record.status != "running" else None
-        ledger.upsert_segment(name, record.segment_id, record.start, end,
-                              record.model_dump(mode="json"))
+    _fold_segments(ledger, name, run_store)  # so `vops cost` sees the local run's attempts
 
 
 def serve_command(final_uri: str) -> str:
