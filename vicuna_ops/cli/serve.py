@@ -332,6 +332,9 @@ def controller(
     wait_for_worker: float = typer.Option(5.0, "--wait-for-worker"),
     signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
     log_level: str = typer.Option("WARNING", "--log-level"),
+    model_names: list[str] = typer.Option(None, "--model-name", envvar="VOPS_MODEL_NAME",
+                                          help="A model the deployment serves (a request for "
+                                          "it is a 503, not a 404, while no worker is up)."),
 ) -> None:
     """Run the controller (what the SkyPilot task and --local start)."""
     from vicuna_ops import lifeline
@@ -362,7 +365,7 @@ def controller(
         proxy=ProxySettings(wait_for_worker=wait_for_worker,
                             down_for=max(3 * heartbeat_interval, 1.0)),
         advertise_url=advertise_url or f"http://{host}:{port}", bucket=bucket, name=name,
-        signal_exit_code=signal_exit_code)
+        signal_exit_code=signal_exit_code, models=frozenset(model_names or ()))
     raise typer.Exit(run_controller(settings))
 
 

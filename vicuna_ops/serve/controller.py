@@ -51,6 +51,7 @@ class ControllerSettings:
     name: str | None = None
     graceful_timeout: float = 30.0
     signal_exit_code: int = 0  # the SkyPilot task uses 75: a stopped controller is relaunched
+    models: frozenset[str] = frozenset()  # what the deployment serves, before any worker is up
 
 
 def create_app(settings: ControllerSettings) -> Any:
@@ -65,6 +66,7 @@ def create_app(settings: ControllerSettings) -> Any:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         registry = Registry(settings.registry_path,
                             heartbeat_interval=settings.heartbeat_interval)
+        registry.remember(settings.models)
         client = new_upstream_client(settings.proxy)
         app.state.registry = registry
         app.state.proxy = Proxy(registry, client, settings.worker_token, metrics,
@@ -108,7 +110,8 @@ def create_app(settings: ControllerSettings) -> Any:
     @app.get("/v1/models")
     async def models(request: fastapi.Request) -> Any:
         check_api_key(request)
-        return protocol.model_list(request.app.state.registry.models())
+        # every model a request may name: one whose workers are all down answers 503
+        return protocol.model_list(request.app.state.registry.known_models())
 
     async def api_call(request: Any, *, path: str) -> Any:
         started = time.monotonic()
@@ -120,9 +123,11 @@ def create_app(settings: ControllerSettings) -> Any:
             public_model, _ = protocol.ENDPOINTS[path]
             parsed = parse_body(raw, public_model)
             registry = request.app.state.registry
-            if parsed.model not in registry.models():
+            known = registry.known_models()
+            if parsed.model not in known:  # never served here; a known one without a live
+                # worker waits for one in the proxy, then is a 503 with Retry-After
                 raise ApiError(404, f"model {parsed.model!r} does not exist; served: "
-                               f"{', '.join(registry.models()) or 'none yet'}",
+                               f"{', '.join(known) or 'none yet'}",
                                param="model", code="model_not_found")
             request_id = protocol.request_id_from(request.headers.get("x-request-id"))
             call = Call(path=path, model=parsed.model, parsed=parsed, raw=raw,
@@ -141,7 +146,7 @@ def create_app(settings: ControllerSettings) -> Any:
             status = exc.status
             if status >= 500:
                 metrics.errors.labels(exc.code or "server").inc()
-            return JSONResponse(exc.body(), status_code=status)
+            return JSONResponse(exc.body(), status_code=status, headers=exc.headers)
         except Passthrough as exc:
             status = exc.status
             return Response(exc.content, status_code=status, media_type="application/json")

@@ -16,7 +16,7 @@ def install_error_handlers(app: Any, log: logging.Logger) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Any, exc: ApiError) -> Any:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Any, exc: Any) -> Any:

@@ -111,7 +111,18 @@ class LocalServing:
                 "--heartbeat-interval", str(self.plan.heartbeat_interval)]
         if self.plan.api_key_env:
             argv += ["--api-key-env", self.plan.api_key_env]
+        argv += ["--model-name", self.served_model_name()]
         return [*argv, *self.plan.controller_args]
+
+    def served_model_name(self) -> str:
+        """The name the workers will register (the controller knows it before they do)."""
+        if self.plan.model_name:
+            return self.plan.model_name
+        if self.plan.backend == "stub" or not self.plan.model:
+            return "stub"
+        from vicuna_ops.serve.modelfiles import default_model_name
+
+        return default_model_name(self.plan.model)
 
     def _worker_argv(self, index: int, port: int) -> list[str]:
         plan = self.plan

@@ -364,9 +364,13 @@ def _error_event(error: ApiError) -> bytes:
     return b"data: " + json.dumps(error.body()).encode() + b"\n\n"
 
 
+RETRY_AFTER_SECONDS = 5  # about what a restarted worker takes to register again
+
+
 def _no_worker(model: str) -> ApiError:
     return ApiError(503, f"no live worker could serve model {model!r}; try again shortly",
-                    type="server_error", code="no_worker")
+                    type="server_error", code="no_worker",
+                    headers={"retry-after": str(RETRY_AFTER_SECONDS)})
 
 
 def _reason(exc: BaseException) -> str:

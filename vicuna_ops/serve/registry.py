@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS workers (
     registered_at   REAL NOT NULL,
     last_heartbeat  REAL NOT NULL
 );
+-- every model a worker ever registered with: asked for while no worker serves it, it is a
+-- 503 (come back shortly), not a 404 (no such model)
+CREATE TABLE IF NOT EXISTS known_models (
+    name            TEXT PRIMARY KEY,
+    first_seen      REAL NOT NULL
+);
 """
 
 
@@ -82,6 +88,7 @@ class Registry:
         self.expiry = 2.5 * heartbeat_interval
         self._clock = clock
         self._workers: dict[str, Worker] = {}
+        self._known: set[str] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -97,6 +104,7 @@ class Registry:
         self._db.close()
 
     def _load(self) -> None:
+        self._known = {row[0] for row in self._db.execute("SELECT name FROM known_models")}
         now = self._clock()
         for row in self._db.execute(
                 "SELECT worker_id, url, models, context_length, max_concurrency, identity,"
@@ -128,8 +136,18 @@ class Registry:
             (worker.worker_id, worker.url, json.dumps(sorted(worker.models)),
              worker.context_length, worker.max_concurrency, json.dumps(worker.identity),
              worker.state, now_wall, now_wall))
+        self.remember(worker.models, now_wall)
         self._workers[worker.worker_id] = worker
         return worker
+
+    def remember(self, models: frozenset[str] | set[str], when: float | None = None) -> None:
+        """Models this deployment serves, whether or not a worker serves them right now."""
+        new = set(models) - self._known
+        if new:
+            when = time.time() if when is None else when
+            self._db.executemany("INSERT OR IGNORE INTO known_models VALUES (?, ?)",
+                                 [(name, when) for name in sorted(new)])
+            self._known |= new
 
     def heartbeat(self, worker_id: str, in_flight: int) -> bool:
         """Record a heartbeat; False if the worker is unknown (it must register again)."""
@@ -182,6 +200,10 @@ class Registry:
     def models(self) -> list[str]:
         """Every model some registered worker serves (live or draining)."""
         return sorted({name for w in self._workers.values() for name in w.models})
+
+    def known_models(self) -> list[str]:
+        """Every model ever registered or remembered, served right now or not."""
+        return sorted(self._known | set(self.models()))
 
     def now(self) -> float:
         return self._clock()

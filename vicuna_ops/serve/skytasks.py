@@ -88,7 +88,8 @@ def controller_task(base: dict[str, Any], request: ServeRequest,
     task["resources"] = resources
     envs = _envs(task, request, install)
     envs.update(VOPS_API_PORT=str(request.port),
-                VOPS_HEARTBEAT_INTERVAL=f"{request.heartbeat_interval:g}")
+                VOPS_HEARTBEAT_INTERVAL=f"{request.heartbeat_interval:g}",
+                VOPS_MODEL_NAME=request.model_name)  # known before a worker registers
     task["envs"] = envs
     names = [WORKER_TOKEN, *([API_KEYS] if request.with_api_keys else [])]
     task["secrets"] = {name: None for name in names}

@@ -91,3 +91,17 @@ def test_a_new_worker_at_an_old_address_replaces_it(tmp_path):
     registry.register(WorkerInfo(worker_id="old", url="http://10.0.0.1:8001", models=["m"]))
     registry.register(WorkerInfo(worker_id="new", url="http://10.0.0.1:8001", models=["m"]))
     assert [w.worker_id for w in registry.workers()] == ["new"]
+
+
+def test_known_models_outlive_their_workers_and_a_reload(tmp_path):
+    clock = Clock()
+    registry = Registry(tmp_path / "r.db", heartbeat_interval=1.0, clock=clock)
+    registry.remember({"configured"})
+    registry.register(_info("a", models=("m",)))
+    assert registry.models() == ["m"] and registry.known_models() == ["configured", "m"]
+    clock.now += 10
+    assert registry.expire() == ["a"]
+    assert registry.models() == [] and registry.known_models() == ["configured", "m"]
+    registry.close()
+    reloaded = Registry(tmp_path / "r.db", heartbeat_interval=1.0, clock=clock)
+    assert reloaded.workers() == [] and reloaded.known_models() == ["configured", "m"]
