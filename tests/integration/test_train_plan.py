@@ -126,3 +126,42 @@ def test_the_estimate_is_sized_from_report_json_beside_the_data(sky_offline, cap
     short = dry_run(capsys, "--gpus", "A100:8", "--max-steps", "10", name="short")
     assert short["estimate"]["hours"] < est["hours"] / 10
     assert "10 steps x 128 sequences" in short["estimate"]["basis"]
+
+
+def _record_history(zone: str, hours: float, preemptions: int, cloud: str = "aws") -> None:
+    from vicuna_ops.ledger import Ledger
+
+    with Ledger() as ledger:
+        run = f"hist-{zone}"
+        ledger.add_run(run, "train", "succeeded", data={"recipe": "other"})
+        per = hours / (preemptions + 1)
+        for i in range(preemptions + 1):
+            status = "preempted" if i < preemptions else "finished"
+            ledger.upsert_segment(run, f"s{i}", 0, per * 3600, {
+                "cloud": cloud, "zone": zone, "use_spot": True, "kind": "train",
+                "status": status, "start": 0.0, "heartbeat": per * 3600})
+
+
+def test_preemption_history_reorders_the_zones_by_default(sky_offline, capsys):
+    before = dry_run(capsys, "--clouds", "aws", name="no-history")
+    assert before["order"]["order"] == "price"
+    first = before["candidates"][0]["zone"]
+    _record_history(first, hours=10, preemptions=40)  # cheap, and preempted every 15 min
+    after = dry_run(capsys, "--clouds", "aws", name="with-history")
+    assert after["order"]["order"] == "expected" and after["order"]["zones_with_history"] == 1
+    zones = [c["zone"] for c in after["candidates"]]
+    assert zones[0] != first and first in zones
+    values = [c["expected_hourly"] for c in after["candidates"]]
+    assert values == sorted(values)
+    flaky = next(c for c in after["candidates"] if c["zone"] == first)
+    assert flaky["preemption_rate"] > 1.0
+    # SkyPilot's optimizer follows the new order
+    assert after["placement"]["zone"] == zones[0]
+    price = dry_run(capsys, "--clouds", "aws", "--order", "price", name="by-price")
+    assert price["candidates"][0]["zone"] == first
+    code, out, _ = run_vops(capsys, "train", "--dry-run", "--clouds", "aws", "--bucket",
+                            BUCKET, "--data", DATA, "--name", "human-order")
+    assert code == 0 and "$/useful h" in out and "preemption history" in out
+    code, _, err = run_vops(capsys, "train", "--dry-run", "--order", "random", "--bucket",
+                            BUCKET, "--data", DATA, "--name", "bad-order")
+    assert code == 2 and "--order 'random'" in err

@@ -16,7 +16,7 @@ from vicuna_ops.cli import output
 
 # Flags that only mean something for a cloud run.
 _CLOUD_ONLY = ("--gpus", "--clouds", "--regions", "--zones", "--max-candidates",
-               "--min-per-cloud", "--num-nodes",
+               "--min-per-cloud", "--order", "--num-nodes",
                "--max-restarts-on-errors", "--env", "--secret", "--spot/--on-demand",
                "--dry-run", "--yes")
 
@@ -46,6 +46,10 @@ def train(
     min_per_cloud: Optional[int] = typer.Option(
         None, "--min-per-cloud",
         help="Keep at least this many of each cloud's cheapest zones among them (default 2)."),
+    order: Optional[str] = typer.Option(
+        None, "--order",
+        help="price: cheapest zone first; expected: cheapest per useful hour given each zone's "
+             "preemption history (the default once the ledger has some)."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Nodes (default 1)."),
     max_restarts_on_errors: Optional[int] = typer.Option(
         None, "--max-restarts-on-errors",
@@ -80,7 +84,7 @@ def train(
                      cloud_flags={"--gpus": gpus, "--clouds": clouds, "--regions": regions,
                                   "--zones": zones, "--num-nodes": num_nodes,
                                   "--max-candidates": max_candidates,
-                                  "--min-per-cloud": min_per_cloud,
+                                  "--min-per-cloud": min_per_cloud, "--order": order,
                                   "--max-restarts-on-errors": max_restarts_on_errors,
                                   "--env": env, "--secret": secret,
                                   "--spot/--on-demand": spot, "--dry-run": dry_run or None,
@@ -98,7 +102,8 @@ def train(
         max_steps=max_steps, max_cost=max_cost, envs=env or (), secrets=secret or (),
         default_bucket=load_config().default_bucket,
         max_candidates=DEFAULT_CAP if max_candidates is None else max_candidates,
-        min_per_cloud=DEFAULT_MIN_PER_CLOUD if min_per_cloud is None else min_per_cloud)
+        min_per_cloud=DEFAULT_MIN_PER_CLOUD if min_per_cloud is None else min_per_cloud,
+        order=order)
 
     from vicuna_ops.launch import trainer
 
@@ -129,13 +134,20 @@ def train(
 def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
     req, est, place = prepared.request, prepared.estimate, prepared.placement
     mode = "spot" if req.use_spot else "on-demand"
+    expected = prepared.order is not None and prepared.order.order == "expected"
     rows = []
     for i, cand in enumerate(prepared.candidates, 1):
         first = (cand.cloud, cand.region, cand.zone) == (place.cloud, place.region, place.zone)
-        rows.append((f"{i}{'*' if first else ''}", cand.cloud, cand.zone, cand.instance_type,
-                     _usd(cand.spot_price), _usd(cand.ondemand_price)))
-    table = output.table(f"{req.run_id}: {req.num_nodes} x {req.machine} {mode}",
-                         ["#", "cloud", "zone", "instance", "spot $/h", "on-demand $/h"], rows)
+        row = (f"{i}{'*' if first else ''}", cand.cloud, cand.zone, cand.instance_type,
+               _usd(cand.spot_price), _usd(cand.ondemand_price))
+        if expected:
+            row += (f"{cand.preemption_rate:.3f}" if cand.preemption_rate is not None else "-",
+                    _usd(cand.expected_hourly))
+        rows.append(row)
+    columns = ["#", "cloud", "zone", "instance", "spot $/h", "on-demand $/h"]
+    if expected:
+        columns += ["preemptions/h", "$/useful h"]
+    table = output.table(f"{req.run_id}: {req.num_nodes} x {req.machine} {mode}", columns, rows)
     table.caption = "zones in the order SkyPilot tries them; * = the optimizer's first pick"
     table.caption_justify = "left"
     output.stdout.print(table)
@@ -159,6 +171,8 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
         lines.append(f"on demand: {_usd(est.ondemand_cost)} at {_usd(est.ondemand_hourly)}/h"
                      f"{where} (the cheapest on-demand zone of {', '.join(req.clouds)})"
                      f"{saving}")
+    if prepared.order is not None and req.use_spot:
+        lines.append(f"order: {prepared.order.describe()}")
     lines.append(f"hours from: {est.basis}")
     if req.max_cost is not None:
         lines.append(f"budget: stops at {_usd(req.max_cost)} (--max-cost)")

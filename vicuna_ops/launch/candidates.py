@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from vicuna_ops.errors import UserError
 from vicuna_ops.launch.accelerators import Gpus
@@ -39,6 +39,9 @@ class Candidate:
     instance_type: str
     spot_price: float | None
     ondemand_price: float | None
+    # --order expected: the zone's smoothed preemptions per hour and $ per useful hour
+    preemption_rate: float | None = None
+    expected_hourly: float | None = None
 
     @property
     def infra(self) -> str:
@@ -80,12 +83,14 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
                     regions: Sequence[str] | None = None, zones: Sequence[str] | None = None,
                     use_spot: bool = True, cap: int = DEFAULT_CAP,
                     per_region: int = DEFAULT_PER_REGION,
-                    min_per_cloud: int = DEFAULT_MIN_PER_CLOUD) -> list[Candidate]:
+                    min_per_cloud: int = DEFAULT_MIN_PER_CLOUD,
+                    rank: Callable[[Candidate], Any] | None = None) -> list[Candidate]:
     """Zones of ``clouds`` that offer ``gpus`` (spot or on demand), cheapest first.
 
     For each zone the cheapest instance type carrying ``gpus`` is kept; at most ``cap``
     zones, at least ``min_per_cloud`` of each cloud that has them, and (unless
-    ``regions``/``zones`` narrow the choice) at most ``per_region`` per region. Raises
+    ``regions``/``zones`` narrow the choice) at most ``per_region`` per region. ``rank``
+    (a sort key) replaces "cheapest" in all of that, e.g. ``ordering.rank_key``. Raises
     UserError when the filters leave nothing, naming regions that would work.
     """
     from vicuna_ops.launch.accelerators import canonical_gpus
@@ -108,6 +113,8 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
         raise UserError(f"no zone in {asked} offers {gpus} {mode} on {where}",
                         hint=f"regions that do, cheapest first: {', '.join(cheapest)}")
     # Spread over regions only when vops picks them; a user's own list is taken as given.
+    if rank is not None:
+        kept.sort(key=rank)
     spread = per_region if not (regions or zones) else cap
     return _with_both_prices(_cap(kept, cap, spread, min_per_cloud), gpus, use_spot, clouds)
 

@@ -21,6 +21,7 @@ from vicuna_ops.launch.candidates import (
     parse_clouds,
     parse_names,
 )
+from vicuna_ops.launch.ordering import parse_order
 from vicuna_ops.recipe import Recipe, load_recipe
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -51,6 +52,7 @@ class TrainRequest:
     cpu_node: slurm.NodeSize | None = None  # Slurm without --gpus: a CPU node of this size
     max_candidates: int = DEFAULT_CAP  # zones in the task's ordered list
     min_per_cloud: int = DEFAULT_MIN_PER_CLOUD  # ... at least this many of each cloud
+    order: str | None = None  # --order price|expected; None: expected once there is history
 
     @property
     def machine(self) -> str:
@@ -71,7 +73,8 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
                   secrets: Sequence[str] = (), default_bucket: str | None = None,
                   environ: Mapping[str, str] | None = None,
                   max_candidates: int = DEFAULT_CAP,
-                  min_per_cloud: int = DEFAULT_MIN_PER_CLOUD) -> TrainRequest:
+                  min_per_cloud: int = DEFAULT_MIN_PER_CLOUD,
+                  order: str | None = None) -> TrainRequest:
     """Check every flag; raises UserError (exit 2) naming the first bad one."""
     import os
 
@@ -114,7 +117,8 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
         max_restarts_on_errors=max_restarts_on_errors, data=data_uri, max_steps=max_steps,
         max_cost=max_cost, envs=user_envs, secret_names=secret_names,
         cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None,
-        max_candidates=max_candidates, min_per_cloud=min_per_cloud)
+        max_candidates=max_candidates, min_per_cloud=min_per_cloud,
+        order=parse_order(order))
 
 
 def default_run_id(recipe_name: str) -> str:

@@ -13,16 +13,17 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from vicuna_ops.config import run_dir as make_run_dir
 from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
-from vicuna_ops.launch import sky_sdk, slurm
+from vicuna_ops.launch import ordering, sky_sdk, slurm
 from vicuna_ops.launch.accelerators import canonical_gpus
 from vicuna_ops.launch.candidates import Candidate, cheapest_ondemand, zone_candidates
+from vicuna_ops.launch.ordering import OrderBasis
 from vicuna_ops.launch.plan import Estimate, estimate
 from vicuna_ops.launch.request import TrainRequest
 from vicuna_ops.launch.sky_calls import start_catalog_warmup
@@ -35,6 +36,7 @@ from vicuna_ops.recipe import dump_recipe
 
 LAUNCH_FAILED = "launch-failed"
 REPORT_WAIT_S = 5.0  # how long the plan waits for the data's report.json
+DEFAULT_CHECKPOINT_HOURS = 0.5  # --order expected, when the throughput is unknown
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class PreparedRun:
     placement: Placement
     estimate: Estimate
     install: NodeInstall
+    order: OrderBasis | None = None  # None on Slurm: one place, nothing to order
 
     def summary(self) -> dict[str, Any]:
         """What ``--json`` prints and the ledger keeps (names only for secrets)."""
@@ -71,6 +74,7 @@ class PreparedRun:
             "candidates": [c.to_dict() for c in self.candidates],
             "placement": {**self.placement.__dict__, "infra": self.placement.infra},
             "estimate": self.estimate.to_dict(),
+            "order": asdict(self.order) if self.order else None,
             "max_cost": req.max_cost,
             "max_steps": req.max_steps,
             "envs": dict(req.envs),
@@ -86,6 +90,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
     on_slurm = slurm.targets(request.clouds)
     report = _read_report_in_background(request.data or request.recipe.data.path)
     baseline: Candidate | None = None
+    order: _Ordering | None = None
     if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
         gpus, candidates = request.gpus, []
     else:
@@ -94,10 +99,15 @@ def prepare(request: TrainRequest) -> PreparedRun:
         # zone_candidates when it finds nothing, so the happy path asks the catalog once.
         gpus = canonical_gpus(request.gpus, request.clouds)
         request = _with_gpus(request, gpus)
+        order = _order(request, gpus)
         candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
                                      zones=request.zones, use_spot=request.use_spot,
                                      cap=request.max_candidates,
-                                     min_per_cloud=request.min_per_cloud)
+                                     min_per_cloud=request.min_per_cloud, rank=order.rank)
+        if request.use_spot:
+            candidates = ordering.annotate(candidates, order.history,
+                                           order.basis.checkpoint_hours,
+                                           order.basis.restart_hours)
         if request.use_spot:  # the saving is against what --on-demand would pay
             baseline = cheapest_ondemand(gpus, request.clouds, regions=request.regions,
                                          zones=request.zones)
@@ -127,7 +137,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
                                          num_nodes=request.num_nodes,
                                          ondemand_baseline=baseline,
                                          work=_workload(request, gpus, report)),
-                       install=install)
+                       install=install, order=order.basis if order else None)
 
 
 def launch(prepared: PreparedRun, environ: Mapping[str, str]) -> int:
@@ -187,6 +197,36 @@ def _read_report_in_background(data_uri: str | None) -> Future:
     future = pool.submit(read_data_report, data_uri)
     pool.shutdown(wait=False)
     return future
+
+
+@dataclass(frozen=True)
+class _Ordering:
+    basis: OrderBasis
+    history: dict
+    rank: Any  # a sort key for zone_candidates, or None: cheapest first
+
+
+def _order(request: TrainRequest, gpus: Any) -> _Ordering:
+    """``--order``: the ledger's preemption history per zone and this run's checkpoint
+    interval (from its throughput) turn into a sort key for the candidates."""
+    from vicuna_ops.launch.workload import measured_segments, tokens_per_s_per_gpu
+
+    history = ordering.zone_history(ordering.ledger_segments()) if request.use_spot else {}
+    chosen = ordering.choose_order(request.order, request.use_spot, history)
+    recipe = request.recipe
+    rate, _ = tokens_per_s_per_gpu(recipe, gpus, measured_segments(recipe.name, gpus.name))
+    checkpoint_hours = DEFAULT_CHECKPOINT_HOURS
+    if rate:
+        tokens_per_hour = rate * gpus.count * request.num_nodes * 3600
+        checkpoint_hours = (recipe.train.checkpoint_every_steps * recipe.train.global_batch_size
+                            * recipe.data.max_length / tokens_per_hour)
+    basis = OrderBasis(order=chosen, checkpoint_hours=round(checkpoint_hours, 4),
+                       restart_hours=ordering.RESTART_HOURS,
+                       zones_with_history=len(history),
+                       history_hours=round(sum(h.hours for h in history.values()), 3))
+    rank = (ordering.rank_key(history, checkpoint_hours, ordering.RESTART_HOURS)
+            if chosen == "expected" else None)
+    return _Ordering(basis=basis, history=history, rank=rank)
 
 
 def _workload(request: TrainRequest, gpus: Any, report: Future) -> Workload:
