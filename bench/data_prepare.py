@@ -1,23 +1,24 @@
-"""Benchmark ``vops data prepare``: throughput on 2 cores and peak memory on a ~1 GB input.
+"""Benchmark ``vops data prepare`` against FastChat's cleaning scripts on a scraped dump.
 
-    .venv/bin/python bench/data_prepare.py                  # both parts
-    .venv/bin/python bench/data_prepare.py --skip-memory    # throughput only
-    .venv/bin/python bench/data_prepare.py --conversations 20000 --memory-gb 0.2  # quick look
+    .venv/bin/python bench/data_prepare.py --conversations 2000
+    .venv/bin/python bench/data_prepare.py --conversations 2000 \\
+        --fastchat-python /tmp/venv-fastchat/bin/python     # + FastChat, ratios
+    .venv/bin/python bench/data_prepare.py --conversations 20000 --skip-fastchat-split
 
-1. Throughput: a synthetic ShareGPT dump of 100K multi-turn conversations (assistant turns as
-   scraped HTML with code blocks and copy buttons, "1 / 1" counters, some long enough to
-   split, a few malformed lines and duplicates) through the whole pipeline with one worker
-   (the same-run baseline) and with two; prints conversations/s for each and the ratio, and
-   beside them the cores each run actually obtained and its CPU-ms per conversation (summed
-   over the process tree), since on a shared machine the wall-clock ratio measures the
-   neighbours as much as the code.
-2. Memory: a ~1 GB JSON-list dump through the pipeline with two workers, in a child process
-   whose tree (main + workers) is sampled every 0.2 s; prints the peak RSS sum (and PSS, which
-   counts pages shared after fork once) and peak/1 GB as the ratio.
+Writes its own seeded ShareGPT-style dump (a JSON list, ~21 KB per conversation like the
+real one): ChatGPT-UI markup (``markdown prose`` divs, code blocks whose header carries the
+language, an icon and "Copy code", highlight.js spans, tables, lists, entities), regenerate
+counters before replies and questions, "CopyN chars / M words" scrape noise, plugin
+sessions, replies naming OpenAI/ChatGPT, zero-width replies, duplicates and malformed
+records. A 4K BPE tokenizer is trained on it and saved as a user's tokenizer folder.
 
-The tokenizer is a byte-level BPE (4K vocab) trained here on the synthetic text and saved as
-a local HF tokenizer folder, as a user's would be. Generated files live under /tmp and are
-deleted at the end.
+Runs ``vops data prepare`` (the CLI, default worker count) as a child process and measures
+its CPU-seconds and peak RSS over the whole process tree: CPU from the kernel's accounting
+of waited-for children (``RUSAGE_CHILDREN``: the workers included, nothing lost between
+samples), RSS as the sum over the tree sampled with psutil every 0.1 s. With
+``--fastchat-python`` (a venv with ``fschat`` and transformers) it runs FastChat's
+``clean_sharegpt`` then ``split_long_conversation`` on the same file less its 0.3% malformed
+records (FastChat's scripts crash on those), measured the same way, and prints the ratios. CPU-seconds, not wall time: the machine is shared.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -35,15 +37,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 WORDS = ("the model data train token batch loss learning rate python function return value "
          "list dict error file server request response memory cloud spot instance checkpoint "
          "gradient layer attention query key cache sequence length vector matrix GPU node "
          "cluster price cost region zone bucket object upload download stream worker process "
          "thread queue result output input format json markdown table code block language "
-         "please explain how why what when where which could would should example simple").split()
+         "please explain how why what when where which could would should example simple "
+         "because first then finally also however therefore about into over under between "
+         "we you they it this that these those is are was were be been being have has had").split()
 LANGS = ("python", "javascript", "bash", "sql", "rust", "go", "")
+PROSE = ('<div class="markdown prose w-full break-words dark:prose-invert light">', "</div>")
+COPY_BUTTON = ('<button class="flex ml-auto gap-2"><svg stroke="currentColor" fill="none" '
+               'stroke-width="2" viewBox="0 0 24 24" stroke-linecap="round" height="1em" '
+               'width="1em" xmlns="http://www.w3.org/2000/svg"><path d="M16 4h2a2 2 0 0 1 2 2v14'
+               'a2 2 0 0 1-2 2H6a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2h2"></path><rect x="8" y="2" '
+               'width="8" height="4" rx="1" ry="1"></rect></svg>Copy code</button>')
 
 
 def _sentence(rng: random.Random, words: int) -> str:
@@ -51,82 +60,123 @@ def _sentence(rng: random.Random, words: int) -> str:
     return text[0].upper() + text[1:] + "."
 
 
-def _paragraph(rng: random.Random) -> str:
-    return " ".join(_sentence(rng, rng.randint(6, 18)) for _ in range(rng.randint(1, 4)))
+def _paragraph(rng: random.Random, low: int = 2, high: int = 6) -> str:
+    return " ".join(_sentence(rng, rng.randint(8, 22)) for _ in range(rng.randint(low, high)))
 
 
 def _code(rng: random.Random) -> str:
     """Code as highlight.js renders it on the page: every token in a span."""
-    lines = [f'<span class="hljs-variable">{rng.choice(WORDS)}_{i}</span> = '
-             f'<span class="hljs-title function_">{rng.choice(WORDS)}</span>('
-             f'<span class="hljs-number">{rng.randint(0, 99)}</span>)'
-             for i in range(rng.randint(2, 12))]
-    return "\n".join(lines)
+    return "\n".join(
+        f'<span class="hljs-keyword">def</span> <span class="hljs-title function_">'
+        f'{rng.choice(WORDS)}_{i}</span>(<span class="hljs-params">{rng.choice(WORDS)}'
+        f'</span>):\n    <span class="hljs-keyword">return</span> {rng.choice(WORDS)} '
+        f'&lt; <span class="hljs-number">{rng.randint(0, 99)}</span> '
+        f'<span class="hljs-comment"># {rng.choice(WORDS)} &amp; more</span>'
+        for i in range(rng.randint(3, 14)))
+
+
+def _code_block(rng: random.Random) -> str:
+    lang = rng.choice(LANGS)
+    cls = f" language-{lang}" if lang else ""
+    return ('<pre><div class="bg-black mb-4 rounded-md"><div class="flex items-center relative '
+            f'text-gray-200 bg-gray-800 px-4 py-2 text-xs font-sans"><span class="">{lang}'
+            f'</span>{COPY_BUTTON}</div><div class="p-4 overflow-y-auto"><code '
+            f'class="!whitespace-pre hljs{cls}">{_code(rng)}\n</code></div></div></pre>')
+
+
+def _table(rng: random.Random) -> str:
+    cols = rng.randint(2, 4)
+    head = "".join(f"<th>{rng.choice(WORDS)}</th>" for _ in range(cols))
+    rows = "".join("<tr>" + "".join(f"<td>{rng.choice(WORDS)} {rng.randint(1, 999)}</td>"
+                                    for _ in range(cols)) + "</tr>"
+                   for _ in range(rng.randint(2, 6)))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def _html_reply(rng: random.Random) -> str:
     parts = []
-    for _ in range(rng.randint(1, 5)):
+    for _ in range(rng.randint(3, 8)):
         kind = rng.random()
-        if kind < 0.5:
-            parts.append(f"<p>{_paragraph(rng)} Use <code>{rng.choice(WORDS)}_x</code>.</p>")
-        elif kind < 0.75:
-            lang = rng.choice(LANGS)
-            cls = f" language-{lang}" if lang else ""
-            parts.append(
-                '<pre><div class="bg-black mb-4 rounded-md"><div class="flex items-center '
-                f'relative text-gray-200 bg-gray-800 px-4 py-2 text-xs font-sans"><span>{lang}'
-                '</span><button class="flex ml-auto gap-2"><svg stroke="currentColor" '
-                'fill="none"><path d="M16 4h2a2"></path></svg>Copy code</button></div><div '
-                f'class="p-4 overflow-y-auto"><code class="!whitespace-pre hljs{cls}">'
-                f"{_code(rng)}\n</code></div></div></pre>")
+        if kind < 0.45:
+            parts.append(f"<p>{_paragraph(rng)} Use <code>{rng.choice(WORDS)}_x</code> and "
+                         f"<strong>{rng.choice(WORDS)}</strong> &amp; <em>more</em>, see "
+                         f'<a href="https://example.org/{rng.choice(WORDS)}">docs</a>.</p>')
+        elif kind < 0.7:
+            parts.append(_code_block(rng))
+        elif kind < 0.8:
+            parts.append(_table(rng))
         else:
-            items = "".join(f"<li>{_sentence(rng, rng.randint(3, 10))}</li>"
-                            for _ in range(rng.randint(2, 5)))
-            parts.append(f"<ol>{items}</ol>")
-    return ('<div class="markdown prose w-full break-words dark:prose-invert light">'
-            + "".join(parts) + "</div>")
+            tag = rng.choice(("ol", "ul"))
+            items = "".join(f"<li><p>{_sentence(rng, rng.randint(5, 16))}</p></li>"
+                            for _ in range(rng.randint(2, 6)))
+            parts.append(f"<{tag}>{items}</{tag}>")
+    return PROSE[0] + "".join(parts) + PROSE[1]
 
 
-def conversation(rng: random.Random, index: int, long_share: float = 0.05) -> dict:
-    exchanges = rng.randint(8, 20) if rng.random() < long_share else rng.randint(1, 4)
+def conversation(rng: random.Random, index: int) -> dict:
+    """One scraped conversation, with the noise and the special cases in realistic shares."""
     turns = []
-    for _ in range(exchanges):
-        question = _paragraph(rng)
-        if rng.random() < 0.3:
+    for _ in range(rng.choice((1, 1, 2, 2, 3, 3, 4, 5, 6, 8))):
+        question = _paragraph(rng, 1, 3)
+        roll = rng.random()
+        if roll < 0.3:
             question = "1 / 1" + question
+        elif roll < 0.4:
+            question += f"Copy{len(question)} chars / {question.count(' ') + 1} words"
         turns.append({"from": "human", "value": question})
-        reply = _html_reply(rng) if rng.random() < 0.8 else _paragraph(rng)
+        reply = _html_reply(rng) if rng.random() < 0.9 else _paragraph(rng)
+        if rng.random() < 0.05:
+            reply = f"{rng.randint(1, 2)} / 3" + reply  # regenerated reply: counter first
         turns.append({"from": "gpt", "value": reply})
-    return {"id": f"conv{index:08d}", "conversations": turns}
+    record: dict = {"id": f"conv{index:08d}", "conversations": turns}
+    roll = rng.random()
+    if roll < 0.005:
+        record["plugins"] = [{"name": "weather"}]
+    elif roll < 0.015:
+        turns[-1]["value"] = turns[-1]["value"].replace("the", "ChatGPT by OpenAI", 1)
+    elif roll < 0.02:
+        turns[-1]["value"] = "\u200b"
+    elif roll < 0.03 and len(turns) > 2:
+        turns.pop(0)  # scraped from the middle: starts with a reply
+    return record
 
 
-def write_dump(path: Path, *, count: int | None = None, target_bytes: int | None = None,
-               seed: int = 0, as_list: bool = True) -> int:
-    """Write a synthetic dump; returns the number of records. Stops at ``count`` records or
-    ``target_bytes`` bytes. 0.2% malformed lines, 1% duplicates."""
+MALFORMED = ({"id": "bad-no-conv"}, {"id": "bad-type", "conversations": [{"from": "human",
+                                                                            "value": 3}]},
+             {"id": "bad-role", "conversations": [{"from": "bing", "value": "x"}]}, "a string",
+             {"conversations": []})
+
+
+def write_dump(path: Path, count: int, seed: int = 0, sane: Path | None = None) -> int:
+    """A JSON list of ``count`` records: 1% duplicates, 0.3% malformed. ``sane`` gets the
+    same list without the malformed records (FastChat's scripts crash on them)."""
     rng = random.Random(seed)
-    written = size = 0
-    with open(path, "w", encoding="utf-8") as out:
-        out.write("[\n" if as_list else "")
-        while (count is None or written < count) and (target_bytes is None or
-                                                      size < target_bytes):
-            if rng.random() < 0.002:
-                line = '{"id": "broken", "conversations": [{"from": 3}]}'
-            elif written > 10 and rng.random() < 0.01:
-                line = json.dumps(conversation(random.Random(written // 2), written // 2))
+    with open(path, "w", encoding="utf-8") as out, \
+            open(sane or os.devnull, "w", encoding="utf-8") as other:
+        out.write("[\n")
+        other.write("[\n")
+        first = True
+        for written in range(count):
+            roll = rng.random()
+            if roll < 0.003:
+                record = rng.choice(MALFORMED)
+            elif roll < 0.013 and written > 10:
+                record = conversation(random.Random(written // 2), written // 2)
             else:
-                line = json.dumps(conversation(rng, written))
-            sep = ",\n" if as_list and written else ""
-            out.write(sep + line if as_list else line + "\n")
-            size += len(line) + 2
-            written += 1
-        out.write("\n]\n" if as_list else "")
-    return written
+                record = conversation(rng, written)
+            text = json.dumps(record)
+            out.write((",\n" if written else "") + text)
+            if record not in MALFORMED:
+                other.write(("" if first else ",\n") + text)
+                first = False
+        out.write("\n]\n")
+        other.write("\n]\n")
+    return count
 
 
 def train_tokenizer(folder: Path, sample: Path) -> None:
-    """A 4K byte-level BPE trained on the first 20 MB of ``sample``, saved with save_pretrained."""
+    """A 4K byte-level BPE trained on the dump's first 20 MB, saved as a plain fast tokenizer
+    folder that both vops and FastChat's transformers load."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -135,52 +185,46 @@ def train_tokenizer(folder: Path, sample: Path) -> None:
     core = Tokenizer(models.BPE(unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+    trainer = trainers.BpeTrainer(vocab_size=4096, special_tokens=["<unk>", "<s>", "</s>",
+                                                                   "<pad>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     core.train_from_iterator(text.splitlines(), trainer=trainer)
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
                             eos_token="</s>", pad_token="<pad>").save_pretrained(folder)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # a name every version knows
+    config_path.write_text(json.dumps(config))
 
 
-class TreeSampler:
-    """Samples a process and all its descendants every 0.2 s: peak summed RSS and PSS, and
-    CPU seconds used during the run. The machine may be shared, so the CPU figures say how
-    many cores the run actually got, which the wall-clock rate alone hides."""
+class TreeRSS:
+    """Peak RSS summed over a process and all its descendants, sampled every 0.1 s."""
 
     def __init__(self, pid: int) -> None:
         import psutil
 
-        self.root = psutil.Process(pid)
-        self.peak_rss = self.peak_pss = self.peak_procs = 0
-        self._cpu_start = {p.pid: sum(p.cpu_times()[:2]) for p in self._tree()}
-        self._cpu_last: dict[int, float] = {}
+        self.root, self.peak, self.procs = psutil.Process(pid), 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _tree(self) -> list:
-        return [self.root, *self.root.children(recursive=True)]
 
     def _loop(self) -> None:
         import psutil
 
         while not self._stop.is_set():
-            self.sample(psutil)
-            self._stop.wait(0.2)
-
-    def sample(self, psutil) -> None:
-        rss = pss = 0
-        procs = self._tree()
-        for proc in procs:
             try:
-                info = proc.memory_full_info()
-                self._cpu_last[proc.pid] = sum(proc.cpu_times()[:2])
+                tree = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:
-                continue
-            rss, pss = rss + info.rss, pss + info.pss
-        self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
-        self.peak_procs = max(self.peak_procs, len(procs))
+                break
+            total = 0
+            for proc in tree:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak, self.procs = max(self.peak, total), max(self.procs, len(tree))
+            self._stop.wait(0.1)
 
-    def __enter__(self) -> TreeSampler:
+    def __enter__(self) -> TreeRSS:
         self._thread.start()
         return self
 
@@ -188,100 +232,79 @@ class TreeSampler:
         self._stop.set()
         self._thread.join()
 
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(last - self._cpu_start.get(pid, 0.0) for pid, last in self._cpu_last.items())
+
+def measure(argv: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run ``argv``; CPU-seconds of its whole tree (kernel accounting) and peak tree RSS."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    with TreeRSS(proc.pid) as rss:
+        stdout, stderr = proc.communicate()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed ({proc.returncode}):\n{stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"cpu": cpu, "wall": time.perf_counter() - started, "rss": rss.peak,
+            "procs": rss.procs, "stdout": stdout}
 
 
-def run_prepare(dump: Path, out: Path, tokenizer: Path, workers: int) -> dict:
-    from vicuna_ops.data import PrepareOptions, prepare
-
-    load_before = os.getloadavg()[0]
-    with TreeSampler(os.getpid()) as sampler:
-        started = time.perf_counter()
-        report = prepare([str(dump)], str(out), str(tokenizer),
-                         PrepareOptions(workers=workers, overwrite=True))
-        elapsed = time.perf_counter() - started
-    return {"records": report.records_in, "kept": report.kept, "seconds": elapsed,
-            "rate": report.records_in / elapsed, "balanced": report.balanced,
-            "segments": report.splits["train"].segments + report.splits["eval"].segments,
-            "cores": sampler.cpu_seconds / elapsed,
-            "cpu_ms": 1000 * sampler.cpu_seconds / report.records_in,
-            "load": (load_before + os.getloadavg()[0]) / 2}
+def run_vops(dump: Path, out: Path, tokenizer: Path, workers: int) -> dict:
+    argv = [sys.executable, "-m", "vicuna_ops", "data", "prepare", str(dump), "--out", str(out),
+            "--tokenizer", str(tokenizer), "--max-length", "2048", "--overwrite", "--json"]
+    if workers:
+        argv += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = measure(argv, env)
+    result["report"] = json.loads(result["stdout"])
+    return result
 
 
-def throughput(work: Path, tokenizer: Path, conversations: int) -> None:
-    dump = work / "sharegpt-100k.json"
-    t0 = time.perf_counter()
-    count = write_dump(dump, count=conversations, seed=1)
-    print(f"generated {count:,} conversations, {dump.stat().st_size / 1e6:.0f} MB "
-          f"in {time.perf_counter() - t0:.0f}s")
-    single = run_prepare(dump, work / "out1", tokenizer, workers=1)
-    double = run_prepare(dump, work / "out2", tokenizer, workers=2)
-    same = all((work / "out1" / name).read_bytes() == (work / "out2" / name).read_bytes()
-               for name in ("train.jsonl", "eval.jsonl"))
-    for name, result in (("1 worker ", single), ("2 workers", double)):
-        print(f"{name}: {result['rate']:8.0f} conversations/s  ({result['seconds']:.1f}s, "
-              f"{result['kept']:,} kept, {result['segments']:,} segments, "
-              f"counts add up: {result['balanced']})")
-        print(f"           cores obtained {result['cores']:.2f}, {result['cpu_ms']:.2f} CPU-ms "
-              f"per conversation, load average {result['load']:.1f} on "
-              f"{os.cpu_count()} cores")
-    print(f"ratio 2 workers / 1 worker: {double['rate'] / single['rate']:.2f}x  "
-          f"(identical output: {same}); cores obtained: "
-          f"{double['cores'] / single['cores']:.2f}x")
-    dump.unlink()
-
-
-_CHILD = """
-import sys, json
-sys.path.insert(0, {root!r})
-from vicuna_ops.data import PrepareOptions, prepare
-report = prepare([{dump!r}], {out!r}, {tok!r}, PrepareOptions(workers=2, overwrite=True))
-print(json.dumps({{"records": report.records_in, "kept": report.kept,
-                  "balanced": report.balanced, "seconds": report.seconds}}))
-"""
-
-
-def memory(work: Path, tokenizer: Path, gigabytes: float) -> None:
-    dump = work / "sharegpt-1gb.json"
-    t0 = time.perf_counter()
-    count = write_dump(dump, target_bytes=int(gigabytes * 1e9), seed=2)
-    size = dump.stat().st_size
-    print(f"generated {count:,} conversations, {size / 1e9:.2f} GB in "
-          f"{time.perf_counter() - t0:.0f}s")
-    code = _CHILD.format(root=str(ROOT), dump=str(dump), out=str(work / "out-mem"),
-                         tok=str(tokenizer))
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    with TreeSampler(child.pid) as sampler:
-        stdout, _ = child.communicate()
-    result = json.loads(stdout.strip().splitlines()[-1])
-    print(f"1 GB run: {result['records']:,} records in {result['seconds']:.0f}s "
-          f"({size / 1e6 / result['seconds']:.1f} MB/s, counts add up: {result['balanced']})")
-    print(f"peak RSS summed over the process tree ({sampler.peak_procs} processes: main, "
-          f"2 workers, forkserver, resource tracker): {sampler.peak_rss / 2**20:.0f} MiB; "
-          f"PSS (shared pages counted once): {sampler.peak_pss / 2**20:.0f} MiB")
-    print(f"ratio peak RSS / 1 GiB: {sampler.peak_rss / 2**30:.2f}  (must stay < 1)")
-    dump.unlink()
+def run_fastchat(python: str, dump: Path, work: Path, tokenizer: Path) -> dict:
+    clean, split = work / "fastchat-clean.json", work / "fastchat-split.json"
+    first = measure([python, "-m", "fastchat.data.clean_sharegpt", "--in-file", str(dump),
+                     "--out-file", str(clean)])
+    second = measure([python, "-m", "fastchat.data.split_long_conversation", "--in-file",
+                      str(clean), "--out-file", str(split), "--model-name-or-path",
+                      str(tokenizer), "--max-length", "2048"])
+    segments = len(json.loads(split.read_text()))
+    return {"cpu": first["cpu"] + second["cpu"], "wall": first["wall"] + second["wall"],
+            "rss": max(first["rss"], second["rss"]), "clean_cpu": first["cpu"],
+            "split_cpu": second["cpu"], "segments": segments}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conversations", type=int, default=100_000)
-    parser.add_argument("--memory-gb", type=float, default=1.0)
-    parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--conversations", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=0, help="0: vops's default")
+    parser.add_argument("--fastchat-python", help="python of a venv with fschat installed")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="vops-bench-data-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="vops-bench-data-"))
     try:
-        sample = work / "sample.json"
-        write_dump(sample, count=5000, seed=3)
-        train_tokenizer(work / "tokenizer", sample)
-        sample.unlink()
-        if not args.skip_throughput:
-            throughput(work, work / "tokenizer", args.conversations)
-        if not args.skip_memory:
-            memory(work, work / "tokenizer", args.memory_gb)
+        dump = work / "sharegpt.json"
+        write_dump(dump, args.conversations, args.seed, work / "sharegpt-fastchat.json")
+        size = dump.stat().st_size
+        print(f"dump: {args.conversations:,} conversations, {size / 1e6:.0f} MB "
+              f"({size / args.conversations / 1e3:.1f} KB each)")
+        train_tokenizer(work / "tokenizer", dump)
+        vops = run_vops(dump, work / "out", work / "tokenizer", args.workers)
+        report = vops["report"]
+        segments = report["splits"]["train"]["segments"] + report["splits"]["eval"]["segments"]
+        per = 1000 * vops["cpu"] / args.conversations
+        print(f"vops:     {vops['cpu']:6.1f} CPU-s ({per:.2f} CPU-ms/conversation), "
+              f"peak RSS {vops['rss'] / 1e9:.2f} GB over {vops['procs']} processes, "
+              f"{vops['wall']:.1f}s wall; kept {report['kept']:,}, {segments:,} segments, "
+              f"left out {sum(report['left_out'].values()):,}")
+        if args.fastchat_python:
+            fast = run_fastchat(args.fastchat_python, work / "sharegpt-fastchat.json", work,
+                                work / "tokenizer")
+            print(f"FastChat: {fast['cpu']:6.1f} CPU-s (clean {fast['clean_cpu']:.1f} + split "
+                  f"{fast['split_cpu']:.1f}), peak RSS {fast['rss'] / 1e9:.2f} GB, "
+                  f"{fast['wall']:.1f}s wall; {fast['segments']:,} segments")
+            print(f"ratio vops/FastChat: CPU-s {vops['cpu'] / fast['cpu']:.2f} (target <= 0.5), "
+                  f"peak RSS {vops['rss'] / fast['rss']:.2f}")
+        print(f"peak RSS {vops['rss'] / 1e9:.2f} GB (target <= 0.65 GB at 20K conversations)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
