@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import typer
@@ -124,22 +125,27 @@ def _canonical(uri: str) -> str:
 
 
 class _progress_bar:
-    """A Rich progress bar on stderr (bytes read, records done); silent off a terminal."""
+    """A Rich progress bar on stderr (bytes read, records done, records/s, ETA from the bytes
+    left); silent off a terminal."""
 
     def __enter__(self) -> Any:
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
         self.bar = Progress(TextColumn("preparing"), BarColumn(), DownloadColumn(),
-                            TextColumn("{task.fields[records]} records"), TimeElapsedColumn(),
+                            TextColumn("{task.fields[records]} records"),
+                            TextColumn("{task.fields[rate]}/s"), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=output.stderr,
                             disable=not output.stderr.is_terminal, transient=True)
         self.bar.start()
-        self.task = self.bar.add_task("prepare", total=None, records=0)
+        self.task = self.bar.add_task("prepare", total=None, records=0, rate="-")
+        self.started = time.monotonic()
         return self.update
 
     def update(self, done: int, total: int | None, records: int) -> None:
-        self.bar.update(self.task, completed=done, total=total, records=f"{records:,}")
+        rate = records / max(time.monotonic() - self.started, 1e-6)
+        self.bar.update(self.task, completed=done, total=total, records=f"{records:,}",
+                        rate=f"{rate:,.0f}")
 
     def __exit__(self, *exc: object) -> None:
         self.bar.stop()

@@ -4,7 +4,7 @@ ShareGPT pages hold assistant replies as rendered HTML: ``<div class="markdown p
 around paragraphs, lists, tables and code blocks whose header carries the language name and a
 "Copy code" button. Converted naively, every code block starts with ``pythonCopy code``. Here
 the code block header is read for its language and then removed, buttons and icons go, KaTeX
-keeps only its TeX source, and markdownify (a maintained converter) writes the rest.
+keeps only its TeX source (``vicuna_ops.data.markdown`` does the conversion).
 
 Two artifacts also survive in dumps that were converted to text already, so they are removed
 from any turn: a fence opening glued to "Copy code" (```` ```pythonCopy code ````), and the
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
 
 # A reply that is scraped HTML starts with one of these tags (ShareGPT wraps replies in a div).
 _HTML_START = re.compile(
@@ -26,8 +25,6 @@ _HTML_START = re.compile(
     re.IGNORECASE)
 _HTML_CLOSE = re.compile(r"</(div|p|pre|ol|ul|h[1-6]|table|blockquote|span|code)\s*>",
                          re.IGNORECASE)
-_LANGUAGE_CLASS = re.compile(r"^(?:language|lang)-([\w+#.-]+)$")
-_LANGUAGE_NAME = re.compile(r"^[\w+#.-]{1,30}$")
 
 # ```pythonCopy code  /  ```\npythonCopy code  /  ```Copy code  (left by earlier converters)
 _GLUED_FENCE = re.compile(r"```[ \t]*\n?[ \t]*([\w+#.-]{0,30}?)[ \t]*(?:Copy code)+[ \t]*\n?")
@@ -36,7 +33,6 @@ _GLUED_FENCE = re.compile(r"```[ \t]*\n?[ \t]*([\w+#.-]{0,30}?)[ \t]*(?:Copy cod
 _PAGE_COUNTER = re.compile(r"^(?:Copy)?(\d{1,2}) / (\d{1,2})(?!\d)[ \t]*\n?")
 # The UI's character counter under a message: "Copy569 chars / 53 words".
 _COPY_CHARS = re.compile(r"Copy\d+ chars / \d+ words")
-_BLANK_RUNS = re.compile(r"\n{3,}")
 # Characters that show nothing: a turn made only of these (and spaces) is empty.
 INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u2061\u2062\u2063\u2064"
 _EDGE = re.compile(rf"^[\s{INVISIBLE}]+|[\s{INVISIBLE}]+$")
@@ -96,87 +92,17 @@ _SPAN_TAG = re.compile(r"</?span\b[^>]*>", re.IGNORECASE)
 
 def html_to_markdown(html: str, changes: Counter[str] | None = None) -> str:
     """Markdown for one scraped reply (code blocks fenced with their language)."""
-    from bs4 import BeautifulSoup
+    from vicuna_ops.data.markdown import to_markdown
 
     changes = changes if changes is not None else Counter()
     html = _BUTTON.sub(lambda m: _count_copy(m, changes), html)
     html = _SVG.sub("", html)
     html = _CODE_BODY.sub(lambda m: m.group(1) + _SPAN_TAG.sub("", m.group(2)) + m.group(3),
                           html)
-    soup = BeautifulSoup(html, "html.parser")
-    _strip_furniture(soup, changes)
-    markdown = _converter().convert_soup(soup)
-    return _BLANK_RUNS.sub("\n\n", markdown).strip()
+    return to_markdown(html, changes)
 
 
 def _count_copy(match: re.Match[str], changes: Counter[str]) -> str:
     if "Copy" in match.group(1):
         changes["copy_code_removed"] += 1
     return ""
-
-
-def _strip_furniture(soup: Any, changes: Counter[str]) -> None:
-    """Code block headers, leftover buttons and icons, KaTeX's duplicate MathML; in place.
-    One walk over the tree collects them all."""
-    pres, junk, maths = [], [], []
-    for node in soup.find_all(["pre", "button", "svg", "span"]):
-        if node.name == "pre":
-            pres.append(node)
-        elif node.name != "span":
-            junk.append(node)
-        elif "katex" in (node.get("class") or ()):
-            maths.append(node)
-    for node in junk:
-        if node.name == "button" and "Copy" in node.get_text():
-            changes["copy_code_removed"] += 1
-        node.decompose()
-    for pre in pres:
-        code = pre.find("code")
-        language = _language_of(pre, code)
-        if code is not None:
-            if "Copy code" in pre.get_text().replace(code.get_text(), ""):
-                changes["copy_code_removed"] += 1
-            code.extract()
-            pre.clear()
-            pre.append(code)
-        pre["data-vops-language"] = language
-    for math in maths:
-        tex = math.find("annotation", attrs={"encoding": "application/x-tex"})
-        if tex is None:
-            continue
-        display = math.find_parent(class_="katex-display") is not None
-        math.replace_with(f"$${tex.get_text()}$$" if display else f"${tex.get_text()}$")
-
-
-def _language_of(pre: Any, code: Any) -> str:
-    """The language of a code block: its ``language-x`` class, else the header's label."""
-    if code is not None:
-        for css in code.get("class") or []:
-            match = _LANGUAGE_CLASS.match(css)
-            if match:
-                return match.group(1)
-    for label in pre.find_all("span"):
-        if code is not None and label.find_parent("code") is not None:
-            continue
-        text = label.get_text().strip()
-        if _LANGUAGE_NAME.match(text):
-            return text
-    return ""
-
-
-_CONVERTER: Any = None
-
-
-def _converter() -> Any:
-    """One markdownify converter per process, set up for training text: no backslash escapes
-    (the model should write ``a_b``, not ``a\\_b``), ATX headings, '-' bullets."""
-    global _CONVERTER
-    if _CONVERTER is None:
-        from markdownify import ATX, MarkdownConverter
-
-        _CONVERTER = MarkdownConverter(
-            heading_style=ATX, bullets="-", escape_asterisks=False, escape_underscores=False,
-            escape_misc=False,
-            code_language_callback=lambda pre: pre.get("data-vops-language") or "",
-        )
-    return _CONVERTER
