@@ -421,9 +421,10 @@ def test_counter_before_html_and_invisible_replies(tmp_path, capsys):
 # -- a killed run takes its workers with it and leaves nothing behind (issue 13) -----------
 
 
-def test_kill_9_takes_the_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
+def start_busy_run(tmp_path: Path):
+    """``vops data prepare`` with two workers on an input big enough to take seconds, once
+    its workers and temp folder exist: (process, its descendants, args, env, temp root)."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -440,18 +441,48 @@ def test_kill_9_takes_the_workers_and_the_next_run_removes_the_temp_folder(tmp_p
     args = [sys.executable, "-m", "vicuna_ops", "data", "prepare", "--tokenizer",
             "builtin:tiny", "--workers", "2"]
     proc = subprocess.Popen([*args, str(source), "--out", str(tmp_path / "o")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    tree: list[psutil.Process] = []
+    while time.monotonic() < deadline:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        if len(tree) >= 2 and list(tmp.glob("vops-data-*/train.jsonl")):
+            break
+        assert proc.poll() is None, "finished before it could be stopped"
+        time.sleep(0.05)
+    assert len(tree) >= 2, "no worker processes seen"
+    time.sleep(0.5)  # let the workers get busy
+    return proc, tree, args, env, tmp
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
+    import os
+    import signal
+
+    import psutil
+
+    proc, tree, _, _, tmp = start_busy_run(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        tree: list[psutil.Process] = []
-        while time.monotonic() < deadline:
-            tree = psutil.Process(proc.pid).children(recursive=True)
-            if len(tree) >= 2 and list(tmp.glob("vops-data-*/train.jsonl")):
-                break
-            assert proc.poll() is None, "finished before it could be killed"
-            time.sleep(0.05)
-        assert len(tree) >= 2, "no worker processes seen"
-        time.sleep(0.5)  # let the workers get busy
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    assert not alive
+    assert not list(tmp.glob("vops-data-*")) and not (tmp_path / "o" / "train.jsonl").exists()
+
+
+def test_kill_9_takes_the_workers_and_the_next_run_removes_the_temp_folder(tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    import psutil
+
+    proc, tree, args, env, tmp = start_busy_run(tmp_path)
+    try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         gone, alive = psutil.wait_procs(tree, timeout=5)

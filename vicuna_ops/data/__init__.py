@@ -7,14 +7,18 @@
     inputs.py    input URIs -> files (a file, or the .json/.jsonl files under a prefix)
     schema.py    what a record must look like; malformed reasons
     html.py      scraped HTML -> markdown, scrape artifacts removed
+    markdown.py  the HTML-to-markdown converter itself (ChatGPT's markup, fast)
     language.py  a small dependency-free language guess
     filters.py   role order, empty turns, length, language, blocklist, duplicates
     split.py     segments that fit --max-length, counted with the real tokenizer
     process.py   one record -> one outcome (what the workers run)
-    pipeline.py  workers, ordering, ids, train/eval draw, writing
+    tokens.py    the tokenizer for counting, without transformers
+    workers.py   worker processes that die with the run
+    pipeline.py  ordering, ids, train/eval draw, writing
     report.py    the counts, which add up
 
-Importing this package is cheap; markdownify, bs4 and transformers load when first used.
+Importing this package is cheap; ``tokenizers`` loads when first used, and transformers only
+in a short-lived child process for a tokenizer that needs it (see tokens.py).
 """
 
 from __future__ import annotations
