@@ -34,6 +34,8 @@ _EXTRAS = {
     "prometheus_client": "serve",
     "aiohttp": "serve",
     "matplotlib": "plot",
+    "openai": "eval",
+    "numpy": "eval",
 }
 
 

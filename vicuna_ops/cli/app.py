@@ -22,7 +22,8 @@ from vicuna_ops import __version__
 from vicuna_ops.errors import UserError, VopsError
 
 # Each module has `register(app)`, which adds its commands or sub-app.
-COMMAND_GROUPS = ("runs", "storage", "cost", "train", "jobs", "serve", "chat", "data")
+COMMAND_GROUPS = ("runs", "storage", "cost", "train", "jobs", "serve", "chat", "data",
+                  "eval")
 
 app = typer.Typer(
     name="vops",

@@ -56,6 +56,11 @@ def run_costs(ledger, run_ids: list[str] | None = None, since: float | None = No
     out: list[RunCost] = []
     problems: list[str] = []
     for run in runs:
+        if run["kind"] == "eval":  # judge tokens, not machine hours: see eval_cost
+            from vicuna_ops.cost.eval_cost import eval_run_cost
+
+            out.append(eval_run_cost(run))
+            continue
         records: list[SegmentRecord] = []
         for row in ledger.segments(run["run_id"]):
             try:
