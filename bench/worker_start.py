@@ -7,13 +7,15 @@ run starts one stub-backend worker exactly as ``vops serve --local`` does and ti
 ``Popen`` until the controller lists it (polled every 5 ms), then kills it. The baseline,
 measured alternately in the same run, is a bare ``python -c pass`` from ``Popen`` to exit:
 what any Python process costs on this machine at this moment. Printed: the median of each,
-and their ratio (the figure to compare across machines).
+wall and CPU seconds (the worker's CPU time when it registered; on a loaded machine the CPU
+figure moves less than the wall one), and their ratios (the figures to compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,13 +38,17 @@ def _port() -> int:
         return sock.getsockname()[1]
 
 
-def _bare_python() -> float:
+def _bare_python() -> tuple[float, float]:
+    """Wall and CPU seconds of ``python -c pass``."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], check=True)
-    return time.perf_counter() - started
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    _, _, usage = os.wait4(process.pid, 0)
+    process.returncode = 0
+    return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def _worker(serving: LocalServing, client: httpx.Client) -> float:
+def _worker(serving: LocalServing, client: httpx.Client) -> tuple[float, float]:
+    """Wall seconds from Popen to registered, and the worker's CPU seconds by then."""
     started = time.perf_counter()
     child = serving.add_worker()
     worker_id = child.argv[child.argv.index("--worker-id") + 1]
@@ -49,7 +56,9 @@ def _worker(serving: LocalServing, client: httpx.Client) -> float:
         while True:
             reply = client.get(serving.url + "/vops/workers")
             if any(w["worker_id"] == worker_id for w in reply.json()["workers"]):
-                return time.perf_counter() - started
+                wall = time.perf_counter() - started
+                cpu = psutil.Process(child.process.pid).cpu_times()
+                return wall, cpu.user + cpu.system
             if child.process.poll() is not None:
                 raise SystemExit(f"the worker exited with {child.process.returncode}; "
                                  f"see {child.log_path}")
@@ -82,16 +91,23 @@ def main() -> None:
                 worker.append(_worker(serving, client))
         finally:
             serving.stop()
-    result = {"runs": args.runs, "bare_python_s": round(statistics.median(bare), 3),
-              "worker_start_to_registered_s": round(statistics.median(worker), 3)}
+    median = lambda values, i: round(statistics.median(v[i] for v in values), 3)  # noqa: E731
+    result = {"runs": args.runs,
+              "worker_start_to_registered_s": median(worker, 0),
+              "bare_python_s": median(bare, 0),
+              "worker_cpu_s": median(worker, 1), "bare_python_cpu_s": median(bare, 1)}
     result["ratio"] = round(result["worker_start_to_registered_s"] / result["bare_python_s"], 1)
+    result["cpu_ratio"] = round(result["worker_cpu_s"] / max(result["bare_python_cpu_s"], 1e-3),
+                                1)
     if args.json:
         print(json.dumps(result))
-    else:
-        print(f"worker start to registered (stub backend), median of {args.runs}: "
-              f"{result['worker_start_to_registered_s']:.3f} s")
-        print(f"bare `python -c pass`, median of {args.runs}: {result['bare_python_s']:.3f} s")
-        print(f"ratio: {result['ratio']}x")
+        return
+    print(f"median of {args.runs} runs, stub backend, wall (CPU) seconds:")
+    print(f"  worker, start to registered: {result['worker_start_to_registered_s']:.3f} "
+          f"({result['worker_cpu_s']:.3f} CPU)")
+    print(f"  bare `python -c pass`:       {result['bare_python_s']:.3f} "
+          f"({result['bare_python_cpu_s']:.3f} CPU)")
+    print(f"  ratio: {result['ratio']}x wall, {result['cpu_ratio']}x CPU")
 
 
 if __name__ == "__main__":

@@ -302,123 +302,28 @@ def _render_plan(summary: dict) -> None:
 
 
 # --- the node processes (hidden) -------------------------------------------------------------
+# Their flags live in vicuna_ops.serve.node (argparse), which `--local` also runs directly as
+# `python -m vicuna_ops.serve.node`: a worker's start then skips Typer, Rich and every command
+# group. Here they are passed through unchanged.
+
+_PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
+                 "help_option_names": []}
 
 
-def _secret(env: str, what: str) -> str:
-    value = os.environ.get(env, "").strip()
-    if not value:
-        raise UserError(f"{what} is not set: export {env}",
-                        hint="the same random secret on the controller and every worker")
-    return value
-
-
-def _api_keys(env: str | None) -> frozenset[str]:
-    env = env or API_KEYS_ENV
-    raw = os.environ.get(env, "")
-    return frozenset(key.strip() for key in raw.split(",") if key.strip())
-
-
-@serve_app.command("controller", hidden=True)
-def controller(
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    registry: Path = typer.Option(None, "--registry", help="SQLite registry file."),
-    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval"),
-    api_key_env: str = typer.Option(None, "--api-key-env"),
-    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes"),
-    advertise_url: str = typer.Option(None, "--advertise-url"),
-    bucket: str = typer.Option(None, "--bucket"),
-    name: str = typer.Option(None, "--name"),
-    wait_for_worker: float = typer.Option(5.0, "--wait-for-worker"),
-    signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
-    log_level: str = typer.Option("WARNING", "--log-level"),
-    model_names: list[str] = typer.Option(None, "--model-name", envvar="VOPS_MODEL_NAME",
-                                          help="A model the deployment serves (a request for "
-                                          "it is a 503, not a 404, while no worker is up)."),
-) -> None:
+@serve_app.command("controller", hidden=True, context_settings=_PASS_THROUGH)
+def controller(ctx: typer.Context) -> None:
     """Run the controller (what the SkyPilot task and --local start)."""
-    from vicuna_ops import lifeline
+    from vicuna_ops.serve.node import run_controller
 
-    lifeline.hold()  # under `vops serve --local`: die with it
-    from vicuna_ops.config import vops_home
-    from vicuna_ops.serve.controller import ControllerSettings, run_controller
-    from vicuna_ops.serve.proxy import ProxySettings
-    from vicuna_ops.serve.server import configure_logging
-
-    _check_range("--port", port, 1, 65535)
-    if heartbeat_interval <= 0:
-        raise UserError("--heartbeat-interval must be positive")
-    if name:
-        from vicuna_ops.config import check_run_id
-
-        check_run_id(name)
-    if (bucket or name) and advertise_url is None and host in ("0.0.0.0", "::"):
-        from vicuna_ops.serve.discovery import public_host
-
-        advertise_url = f"http://{public_host()}:{port}"
-    configure_logging(log_level.upper())
-    path = registry or vops_home() / "serve" / (name or "default") / "registry.db"
-    settings = ControllerSettings(
-        registry_path=path, worker_token=_secret(WORKER_TOKEN_ENV, "the worker token"),
-        host=host, port=port, api_keys=_api_keys(api_key_env),
-        heartbeat_interval=heartbeat_interval, max_body_bytes=max_body_bytes,
-        proxy=ProxySettings(wait_for_worker=wait_for_worker,
-                            down_for=max(3 * heartbeat_interval, 1.0)),
-        advertise_url=advertise_url or f"http://{host}:{port}", bucket=bucket, name=name,
-        signal_exit_code=signal_exit_code, models=frozenset(model_names or ()))
-    raise typer.Exit(run_controller(settings))
+    raise typer.Exit(run_controller(list(ctx.args)))
 
 
-@serve_app.command("worker", hidden=True)
-def worker(
-    backend: str = typer.Option("transformers", "--backend"),
-    model: str = typer.Option(None, "--model"),
-    model_name: str = typer.Option(None, "--model-name"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8001, "--port"),
-    advertise_url: str = typer.Option(None, "--advertise-url"),
-    controller_url: str = typer.Option(None, "--controller-url"),
-    bucket: str = typer.Option(None, "--bucket"),
-    name: str = typer.Option(None, "--name"),
-    max_concurrency: int = typer.Option(4, "--max-concurrency"),
-    max_queue: int = typer.Option(64, "--max-queue"),
-    heartbeat_interval: float = typer.Option(2.0, "--heartbeat-interval"),
-    drain_grace: float = typer.Option(30.0, "--drain-grace"),
-    cache_dir: Path = typer.Option(None, "--cache-dir"),
-    worker_id: str = typer.Option(None, "--worker-id"),
-    stub_tokens: int = typer.Option(32, "--stub-tokens"),
-    stub_rate: float = typer.Option(100.0, "--stub-rate"),
-    signal_exit_code: int = typer.Option(0, "--signal-exit-code"),
-    aws_notice_url: str = typer.Option(None, "--aws-notice-url", envvar="VOPS_AWS_NOTICE_URL"),
-    gcp_notice_url: str = typer.Option(None, "--gcp-notice-url", envvar="VOPS_GCP_NOTICE_URL"),
-    notice_poll: float = typer.Option(5.0, "--notice-poll-seconds"),
-    log_level: str = typer.Option("WARNING", "--log-level"),
-) -> None:
+@serve_app.command("worker", hidden=True, context_settings=_PASS_THROUGH)
+def worker(ctx: typer.Context) -> None:
     """Run a model worker (what the SkyPilot task and --local start)."""
-    from vicuna_ops import lifeline
+    from vicuna_ops.serve.node import run_worker
 
-    lifeline.hold()  # under `vops serve --local`: die with it (and take its children)
-    from vicuna_ops.config import vops_home
-    from vicuna_ops.serve.server import configure_logging
-    from vicuna_ops.serve.worker import WorkerSettings, run_worker
-
-    _check_range("--port", port, 1, 65535)
-    _check_range("--max-concurrency", max_concurrency, 1, 4096)
-    if not controller_url and not (bucket and name):
-        raise UserError("a worker needs to find its controller",
-                        hint="pass --controller-url, or --bucket and --name")
-    configure_logging(log_level.upper())
-    extra = {"worker_id": worker_id} if worker_id else {}
-    settings = WorkerSettings(
-        worker_token=_secret(WORKER_TOKEN_ENV, "the worker token"), backend=backend,
-        model=model, model_name=model_name, host=host, port=port,
-        advertise_url=advertise_url, controller_url=controller_url, bucket=bucket, name=name,
-        max_concurrency=max_concurrency, max_queue=max_queue,
-        heartbeat_interval=heartbeat_interval, drain_grace=drain_grace,
-        cache_dir=cache_dir or vops_home() / "cache" / "models", stub_tokens=stub_tokens,
-        stub_rate=stub_rate, signal_exit_code=signal_exit_code, aws_notice_url=aws_notice_url,
-        gcp_notice_url=gcp_notice_url, notice_poll=notice_poll, **extra)
-    raise typer.Exit(run_worker(settings))
+    raise typer.Exit(run_worker(list(ctx.args)))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,8 +15,10 @@ drain.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from vicuna_ops.serve.protocol import DrainRequest, Heartbeat, HeartbeatReply, WorkerInfo
 
@@ -31,14 +33,13 @@ class Membership:
                  client: Any = None) -> None:
         """``info`` gives the current registration; ``resolve`` gives the controller URL
         (sync or async; may raise or return None while it is not known yet)."""
-        httpx = _httpx()
         self.info = info
         self.token = token
         self.resolve = resolve
         self.interval = interval
         self.controller: str | None = None
         self.registered = asyncio.Event()
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(5.0, connect=2.0))
+        self.client = client or JsonClient(timeout=5.0, connect_timeout=2.0)
         self.registrations = 0
 
     @property
@@ -56,14 +57,14 @@ class Membership:
         return url.rstrip("/") if url else None
 
     async def _post(self, path: str, message: Any) -> Any:
-        response = await self.client.post(self.controller + path,
-                                          content=message.model_dump_json(),
-                                          headers={**self._headers,
-                                                   "content-type": "application/json"})
-        if response.status_code == 401:
+        status, body = await self.client.post(self.controller + path,
+                                              message.model_dump_json().encode(),
+                                              self._headers)
+        if status == 401:
             raise PermissionError("the controller refused the worker token")
-        response.raise_for_status()
-        return response.json()
+        if status >= 400:
+            raise ConnectionError(f"the controller answered {status}")
+        return json.loads(body)
 
     async def register(self) -> None:
         """Register, retrying with backoff until the controller accepts."""
@@ -131,7 +132,52 @@ class Membership:
         await self.client.aclose()
 
 
-def _httpx() -> Any:
-    from vicuna_ops import adaptors
+class JsonClient:
+    """Just enough HTTP/1.1 to POST JSON to the controller, one connection per message
+    (one every few seconds). httpx would cost a worker ~0.1-0.2 s of imports at start."""
 
-    return adaptors.require("httpx")
+    def __init__(self, *, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """``(status, body)``; raises OSError / TimeoutError / ValueError on failure."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        context = None
+        if parts.scheme == "https":
+            import ssl
+
+            context = ssl.create_default_context()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, port, ssl=context), self.connect_timeout)
+        try:
+            host = parts.netloc.rsplit("@", 1)[-1]
+            lines = [f"POST {parts.path or '/'}{'?' + parts.query if parts.query else ''} "
+                     f"HTTP/1.1", f"host: {host}", "connection: close",
+                     "content-type: application/json", f"content-length: {len(body)}",
+                     *(f"{k}: {v}" for k, v in headers.items())]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            return await asyncio.wait_for(_read_response(reader), self.timeout)
+        finally:
+            writer.close()
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    fields = {k.strip().lower(): v.strip() for k, _, v in
+              (line.partition(":") for line in head[1:] if line)}
+    if "content-length" in fields:
+        return status, await reader.readexactly(int(fields["content-length"]))
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        chunks = []
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return status, b"".join(chunks)
+    return status, await reader.read()
