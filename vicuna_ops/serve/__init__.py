@@ -12,6 +12,7 @@
     discovery.py   the controller's address in the bucket
     accounting.py  segment records of serving processes, for `vops cost`
     local.py       `vops serve --local` process supervisor
+    node.py        the controller and worker processes' flags and start (no Typer, no Rich)
     client.py      terminal chat client (`vops chat`)
     skytasks.py    SkyPilot task dicts          deploy.py     `vops serve --clouds` flow
 
