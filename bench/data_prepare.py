@@ -18,7 +18,8 @@ of waited-for children (``RUSAGE_CHILDREN``: the workers included, nothing lost 
 samples), RSS as the sum over the tree sampled with psutil every 0.1 s. With
 ``--fastchat-python`` (a venv with ``fschat`` and transformers) it runs FastChat's
 ``clean_sharegpt`` then ``split_long_conversation`` on the same file less its 0.3% malformed
-records (FastChat's scripts crash on those), measured the same way, and prints the ratios. CPU-seconds, not wall time: the machine is shared.
+records (FastChat's scripts crash on those), measured the same way, and prints the ratios.
+CPU-seconds, not wall time: the machine is shared.
 """
 
 from __future__ import annotations

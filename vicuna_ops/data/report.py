@@ -16,8 +16,8 @@ from typing import Any
 
 from vicuna_ops.data.reader import ReadStats, Where
 
-REASONS = ("malformed", "plugins", "role_order", "empty_reply", "too_short", "language", "blocklist",
-           "too_long", "duplicate_id", "duplicate_exchange", "internal_error")
+REASONS = ("malformed", "plugins", "role_order", "empty_reply", "too_short", "language",
+           "blocklist", "too_long", "duplicate_id", "duplicate_exchange", "internal_error")
 REASON_HELP = {
     "malformed": "not JSON, or fields missing or of the wrong type",
     "plugins": "a tool-using session (a 'plugins' field); --keep-plugins keeps them",
