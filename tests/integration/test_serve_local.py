@@ -135,7 +135,7 @@ def test_a_taken_worker_port_is_a_user_error_before_serving(tmp_path):
         serving = LocalServing(plan)
         started = time.monotonic()
         try:
-            with pytest.raises(UserError, match=f"worker-0: error: cannot listen on "
+            with pytest.raises(UserError, match=f"^the worker-0: cannot listen on "
                                                 f"127.0.0.1:{port}"):
                 serving.start()
         finally:

@@ -333,4 +333,5 @@ def _last_line(path: Path) -> str:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else "no output"
+    # a child's own one-line error reads "error: ..."; ours will say "error:" once already
+    return lines[-1][:300].removeprefix("error: ") if lines else "no output"
