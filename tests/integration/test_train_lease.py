@@ -106,7 +106,6 @@ def test_renew_release_and_takeover_after_expiry(any_bucket):
     logs: list[str] = []
     first = RunLease(store, attempt=1, ttl_s=30, clock=lambda: clock[0])
     first.acquire(wait_s=0)
-    first.record = first.record  # noqa: PLW0127 - readable below
     clock[0] += 20
     assert first.renew()
     assert LeaseRecord.parse(store.get_bytes(LEASE_KEY)).expires == 1050.0

@@ -3,12 +3,6 @@ ledger row, the summary, a rerun of a finished run, and a failure."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
 from vicuna_ops.errors import UserError, VopsError
