@@ -20,7 +20,8 @@ from typing import Iterable, Sequence
 OUTCOME_SCORE = {"a": 1.0, "b": 0.0, "tie": 0.5, "bothbad": 0.5, "both_bad": 0.5}
 ELO_SCALE = 400.0 / math.log(10.0)
 CENTER = 1000.0
-PRIOR = 1e-2  # precision of the Gaussian prior on each logit rating (variance 100)
+PRIOR = 0.1  # precision of the Gaussian prior on each logit rating (sd ~3.2 logits); it
+# matters only where the data cannot fix a rating (a model that never lost)
 DEFAULT_ROUNDS = 1000
 
 
