@@ -5,6 +5,16 @@ The process that owns a segment rewrites its record as it runs (``heartbeat`` mo
 ``steps``/``tokens`` grow); cost reporting reads them after the fact. A record is the unit
 of billing: ``heartbeat - start`` hours on ``num_nodes`` nodes of ``instance_type`` in
 ``zone``, spot or not.
+
+What the cloud bills starts when the node starts, not when the trainer does: the task's
+setup writes the time into ``~/.vops/node-started`` before it installs anything (see
+``sky/train.yaml``), and the trainer, which starts later in the same attempt, uses it as
+the record's ``start`` (``node_start``). ``train_start`` is when the first training step
+began: ``start .. train_start`` is start-up (provisioning, setup, downloads, model build).
+
+Steps, one definition for the writer and the cost model: ``first_step`` is the global step
+an attempt *started from* (its checkpoint's step, 0 on a fresh start); it trains steps
+``first_step + 1 .. steps``. See ``steps_trained`` and ``redone_steps``.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,15 +54,63 @@ class SegmentRecord(BaseModel):
     start: float  # unix seconds
     heartbeat: float  # unix seconds, last time the process was seen alive
     status: SegmentStatus = "running"
-    first_step: int | None = None  # the first optimizer step this attempt ran
+    first_step: int | None = None  # the step it started from (checkpoint's; 0 fresh)
     steps: int = 0  # global step reached
     tokens: int = 0  # trained tokens (train) or generated tokens (serve) in this segment
     epoch: float = 0.0
     heartbeat_s: float | None = None  # the writer's interval: when silence means death
+    train_start: float | None = None  # unix seconds: the first training step began
+    start_source: str | None = None  # what ``start`` is: setup | trainer | skypilot
 
     @property
     def hours(self) -> float:
         return max(0.0, self.heartbeat - self.start) / 3600
+
+
+def steps_trained(record: SegmentRecord) -> int | None:
+    """Optimizer steps this attempt ran: ``steps - first_step`` (None if first_step unknown)."""
+    if record.first_step is None:
+        return None
+    return max(0, record.steps - record.first_step)
+
+
+def redone_steps(interrupted: SegmentRecord, following: SegmentRecord) -> int | None:
+    """Steps the interrupted attempt ran that the following attempt ran again: the following
+    one started from its checkpoint at ``following.first_step``, so every step the
+    interrupted attempt reached beyond it is done twice. A resume from the checkpoint at the
+    interrupted attempt's last step redoes nothing."""
+    if interrupted.first_step is None or following.first_step is None:
+        return None
+    return max(0, interrupted.steps - max(following.first_step, interrupted.first_step))
+
+
+NODE_STARTED_ENV = "VOPS_NODE_STARTED_FILE"
+
+
+def node_started_path() -> Path | None:
+    """Where this node's setup wrote its start time: ``$VOPS_NODE_STARTED_FILE``, else
+    ``~/.vops/node-started`` on a SkyPilot node (None elsewhere: a laptop has no setup)."""
+    if os.environ.get(NODE_STARTED_ENV):
+        return Path(os.environ[NODE_STARTED_ENV]).expanduser()
+    if os.environ.get("SKYPILOT_TASK_ID") or os.environ.get("SKYPILOT_CLUSTER_INFO"):
+        return Path.home() / ".vops" / "node-started"
+    return None
+
+
+def node_start(now: float, not_before: float | None = None) -> float | None:
+    """The node's start time as its setup recorded it, when it is plausible for this
+    attempt: not in the future, and not before ``not_before`` (the run's previous attempt's
+    last heartbeat: a leftover from an earlier attempt on the same machine is not ours)."""
+    path = node_started_path()
+    if path is None:
+        return None
+    try:
+        value = float(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if value > now or (not_before is not None and value < not_before):
+        return None
+    return value
 
 
 def expiry_s(heartbeat_s: float | None) -> float:

@@ -64,11 +64,11 @@ def test_costs_match_the_catalog_rows_to_the_cent(catalog):
         # AWS spot: priced per zone
         seg("a1", 0, 3.25, cloud="aws", region="us-east-1", zone="us-east-1d",
             instance_type="p4d.24xlarge", accelerators="A100:8", status="preempted",
-            first_step=1, steps=100),
+            first_step=0, steps=100),
         # GCP spot, 2 nodes: host VM + the A100 rows, both from the zone
         seg("a2", 3.75, 5.5, attempt=2, cloud="gcp", region="us-central1",
             zone="us-central1-a", instance_type="a2-highgpu-8g", accelerators="A100:8",
-            num_nodes=2, first_step=91, steps=200),
+            num_nodes=2, first_step=90, steps=200),
         # AWS on demand, a small serving worker
         seg("w1", 0, 10, kind="serve-worker", cloud="aws", region="us-west-2",
             zone="us-west-2b", instance_type="g5.xlarge", accelerators="A10G:1",

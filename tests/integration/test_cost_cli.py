@@ -38,11 +38,11 @@ def ledger_with_runs(tmp_path, sky_offline, monkeypatch):
     train = open_store(bucket).child("train-1")
     write_segment(train, SegmentRecord(
         run_id="train-1", segment_id="t1", attempt=1, zone="us-east-1d", start=T0,
-        heartbeat=T0 + 2 * HOUR, status="preempted", first_step=1, steps=100, tokens=400_000,
+        heartbeat=T0 + 2 * HOUR, status="preempted", first_step=0, steps=100, tokens=400_000,
         epoch=0.5, **common))
     write_segment(train, SegmentRecord(
         run_id="train-1", segment_id="t2", attempt=2, zone="us-east-1a", start=T0 + 2.5 * HOUR,
-        heartbeat=T0 + 4.5 * HOUR, status="budget-stopped", first_step=91, steps=190,
+        heartbeat=T0 + 4.5 * HOUR, status="budget-stopped", first_step=90, steps=190,
         tokens=400_000, epoch=0.95, **common))
     train.put_bytes("segments/t3.json", b"not json at all")
     other = open_store(bucket).child("other-1")

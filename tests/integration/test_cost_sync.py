@@ -42,8 +42,8 @@ def seg(run_id, segment_id, start_h, end_h, **fields) -> SegmentRecord:
 
 def test_sync_folds_buckets_and_queue_and_is_idempotent(any_bucket):
     store = open_store(any_bucket).child("run-a")
-    write_segment(store, seg("run-a", "a-1", 0, 2, status="preempted", first_step=1, steps=50))
-    write_segment(store, seg("run-a", "a-2", 2.5, 4, attempt=2, first_step=41, steps=90))
+    write_segment(store, seg("run-a", "a-1", 0, 2, status="preempted", first_step=0, steps=50))
+    write_segment(store, seg("run-a", "a-2", 2.5, 4, attempt=2, first_step=40, steps=90))
     store.put_bytes("segments/broken.json", b'{"run_id": "run-a", "start": ')  # torn write
     table = PriceTable(prices=[PriceEntry(cloud="aws", zone="us-east-1d", region="us-east-1",
                                           instance_type="p4d.24xlarge", spot=True,
@@ -77,7 +77,7 @@ def test_sync_folds_buckets_and_queue_and_is_idempotent(any_bucket):
                 ledger.events("run-a")) == before  # updated_at included: nothing was written
 
         # the running attempt heartbeats on: exactly that row changes
-        write_segment(store, seg("run-a", "a-2", 2.5, 5, attempt=2, first_step=41, steps=120))
+        write_segment(store, seg("run-a", "a-2", 2.5, 5, attempt=2, first_step=40, steps=120))
         (third,) = sync_runs(ledger, ["run-a"], queue=queue)
         assert third.segments_changed == 1 and not third.run_changed
         assert ledger.segments("run-a")[1]["end"] == T0 + 5 * HOUR
@@ -103,7 +103,7 @@ def test_sync_reads_the_launchers_queue_records(tmp_path):
 def test_budget_stopped_run_gets_that_status(tmp_path):
     bucket = f"file://{tmp_path}/b"
     store = open_store(bucket).child("run-b")
-    write_segment(store, seg("run-b", "b-1", 0, 1, status="budget-stopped", first_step=1,
+    write_segment(store, seg("run-b", "b-1", 0, 1, status="budget-stopped", first_step=0,
                              steps=10))
     with Ledger() as ledger:
         ledger.add_run("run-b", "train", "running", bucket=bucket)

@@ -76,3 +76,28 @@ def over_budget(records: list[SegmentRecord], prices: PriceFn, max_cost: float,
             return None
         ahead = rate * lookahead_hours
     return spent + ahead >= max_cost
+
+
+# What a stop costs after it is requested, beyond the checkpoint itself: the final segment
+# write, the lease release and the process exit.
+EXIT_S = 5.0
+# A stop is requested at a step boundary, and the guard looks at the clock once per step.
+STEPS_AHEAD = 2
+
+
+def stop_reserve_s(checkpoint_s: float, step_s: float) -> float:
+    """Seconds between "budget: stop" and the attempt's last billed second: the step in
+    progress (and one more for the check itself), the final checkpoint's save and upload,
+    and the exit."""
+    return STEPS_AHEAD * max(0.0, step_s) + max(0.0, checkpoint_s) + EXIT_S
+
+
+def stop_deadline(spent: float, rate_per_hour: float, max_cost: float, now: float,
+                  reserve_s: float) -> float:
+    """The unix time by which a stop must be requested so that the run, its final checkpoint
+    included, ends within ``max_cost``: when the money left at ``rate_per_hour`` runs out,
+    less ``reserve_s``. Already past (<= now) when the money left does not cover the
+    reserve; infinite for a free segment."""
+    if rate_per_hour <= 0:
+        return float("inf")
+    return now + (max_cost - spent) / rate_per_hour * 3600 - reserve_s

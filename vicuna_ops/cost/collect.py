@@ -6,6 +6,7 @@ the run's own price table that sync copied from its bucket.
 
 from __future__ import annotations
 
+from vicuna_ops.cost.billing import with_job_times
 from vicuna_ops.cost.model import RunCost, run_cost
 from vicuna_ops.cost.price_table import PriceTable
 from vicuna_ops.cost.prices import CatalogPrices, Price, PriceFn, PriceQuery, unpriced
@@ -75,6 +76,8 @@ def run_costs(ledger, run_ids: list[str] | None = None, since: float | None = No
                 table = PriceTable.model_validate(run["data"]["price_table"])
             except ValueError:
                 problems.append(f"{run['run_id']}: stored price table is invalid: ignored")
+        # provisioning and teardown SkyPilot saw around the attempts are billed too
+        records = with_job_times(records, run["data"].get("managed_jobs") or {})
         out.append(run_cost(run["run_id"], records, prices.for_run(table),
                             status=run["status"], recoveries=recoveries(run)))
     return out, problems

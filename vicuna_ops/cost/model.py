@@ -4,11 +4,17 @@ A segment costs ``(heartbeat - start) hours x num_nodes x $/h`` of its instance 
 spot or on-demand; a run costs the sum of its segments. Alongside each cost: what the same
 hours would have cost on demand (so, what spot saved), and what interruptions wasted:
 
-* work redone: a preempted attempt ran up to step ``s``; the next attempt resumed at
-  ``first_step`` (its checkpoint + 1), so ``s - (first_step - 1)`` steps ran twice. Their
-  time is converted with the interrupted attempt's own step rate, and priced at its $/h.
+* work redone: a preempted attempt ran up to step ``s``; the next attempt started from its
+  checkpoint at ``first_step`` (and trained ``first_step + 1`` on), so ``s - first_step``
+  steps ran twice (``segments.redone_steps``, the definition the trainer writes by). Their
+  time is converted with the interrupted attempt's own step rate over its training time,
+  and priced at its $/h.
 * the gap: from the interrupted attempt's last heartbeat to the next attempt's start, the
-  run made no progress (SkyPilot was finding and provisioning capacity).
+  run made no progress and nothing known was billed (SkyPilot was finding capacity).
+
+Each training attempt's billed time splits into start-up (provisioning, setup, downloads,
+model build: from the node's start to the first training step, ``train_start``), training,
+and redone work (training time the next attempt repeated).
 
 Records are read from buckets written by processes that may retry, so the same segment can
 arrive twice (two reads, or an older and a newer version), and a training attempt can leave
@@ -27,7 +33,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 from vicuna_ops.cost.prices import Price, PriceFn, PriceQuery
-from vicuna_ops.segments import SegmentRecord
+from vicuna_ops.segments import SegmentRecord, redone_steps, steps_trained
 
 INTERRUPTED = ("preempted", "failed", "running", "lost")  # "running"/"lost": died silently
 MILLION = 1_000_000
@@ -67,15 +73,28 @@ class SegmentCost:
     gap_hours: float | None = None
     merged: tuple[str, ...] = ()  # other segment ids counted inside this one
     notes: tuple[str, ...] = ()
+    startup_hours: float | None = None  # node start -> first training step; None: unknown
+    start_source: str | None = None  # setup | trainer | skypilot: what ``start`` is
 
     @property
     def lost_hours(self) -> float:
         return (self.redone_hours or 0.0) + (self.gap_hours or 0.0)
 
+    @property
+    def training_hours(self) -> float:
+        """Billed hours that trained steps the run kept."""
+        return max(0.0, self.hours - (self.startup_hours or 0.0) - (self.redone_hours or 0.0))
+
+    @property
+    def startup_cost(self) -> float | None:
+        return _times(self.price_per_hour, (self.startup_hours or 0.0) * self.nodes)
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["merged"], out["notes"] = list(self.merged), list(self.notes)
         out["lost_hours"] = self.lost_hours
+        out["training_hours"] = self.training_hours
+        out["startup_cost"] = self.startup_cost
         return _rounded(out)
 
 
@@ -107,6 +126,11 @@ class RunCost:
     generated_tokens: int
     cost_per_1m_generated_tokens: float | None
     notes: tuple[str, ...] = field(default=())
+    # training attempts' billed node-hours, split (they add up to their node-hours)
+    startup_hours: float = 0.0
+    training_hours: float = 0.0
+    redone_hours: float = 0.0
+    startup_cost: float | None = 0.0
 
     @property
     def wall_hours(self) -> float:
@@ -174,8 +198,11 @@ def _union(a: SegmentRecord, b: SegmentRecord) -> SegmentRecord:
     """Two records of the same work: the newer one's state over the union of both intervals."""
     newer = a if a.heartbeat >= b.heartbeat else b
     firsts = [s for s in (a.first_step, b.first_step) if s is not None]
+    trains = [t for t in (a.train_start, b.train_start) if t is not None]
     return newer.model_copy(update={
         "start": min(a.start, b.start), "heartbeat": newer.heartbeat,
+        "start_source": (a if a.start <= b.start else b).start_source,
+        "train_start": min(trains) if trains else None,
         "first_step": min(firsts) if firsts else None, "steps": max(a.steps, b.steps),
         "tokens": max(a.tokens, b.tokens), "epoch": max(a.epoch, b.epoch),
         "num_nodes": max(a.num_nodes, b.num_nodes),
@@ -220,26 +247,47 @@ def _price_segment(item: _Merged, prices: PriceFn) -> SegmentCost:
         price_source=price.source, cost=cost, ondemand_cost=ondemand_cost,
         saving=None if cost is None or ondemand_cost is None else ondemand_cost - cost,
         first_step=rec.first_step, steps=rec.steps, tokens=rec.tokens, epoch=rec.epoch,
-        merged=item.sources[1:], notes=tuple(notes))
+        merged=item.sources[1:], notes=tuple(notes), startup_hours=_startup_hours(rec),
+        start_source=rec.start_source)
+
+
+def _startup_hours(rec: SegmentRecord) -> float | None:
+    """From the node's start to the first training step; all of it for an attempt that
+    never trained; None for records that do not say (written before train_start existed)."""
+    if rec.kind != "train":
+        return None
+    if rec.train_start is not None:
+        return min(rec.hours, max(0.0, rec.train_start - rec.start) / 3600)
+    if steps_trained(rec) == 0 and rec.tokens == 0 and rec.status != "running":
+        return rec.hours
+    return None
 
 
 def _with_interruption_loss(row: SegmentCost, following: SegmentCost) -> SegmentCost:
     if row.status not in INTERRUPTED:
         return row
     gap = max(0.0, following.start - row.end) / 3600
-    redone_steps = redone_hours = redone_cost = None
+    redone_hours = redone_cost = None
     redone_tokens = 0.0
-    steps_run = row.steps - row.first_step + 1 if row.first_step is not None else None
-    if following.first_step is not None and steps_run is not None:
-        redone_steps = max(0, row.steps - (following.first_step - 1))
+    steps_run = steps_trained(_steps_of(row))
+    redone = redone_steps(_steps_of(row), _steps_of(following))
+    if redone is not None and steps_run is not None:
         if steps_run > 0:
-            redone_hours = redone_steps * row.hours / steps_run
-            redone_tokens = min(float(row.tokens), row.tokens * redone_steps / steps_run)
+            # at the attempt's own step rate: its training time, start-up left out
+            trained_hours = max(0.0, row.hours - (row.startup_hours or 0.0))
+            redone_hours = redone * trained_hours / steps_run
+            redone_tokens = min(float(row.tokens), row.tokens * redone / steps_run)
         else:
-            redone_steps, redone_hours = 0, 0.0
+            redone, redone_hours = 0, 0.0
         redone_cost = _times(row.price_per_hour, redone_hours * row.nodes)
-    return replace(row, redone_steps=redone_steps, redone_hours=redone_hours,
+    return replace(row, redone_steps=redone, redone_hours=redone_hours,
                     redone_cost=redone_cost, redone_tokens=redone_tokens, gap_hours=gap)
+
+
+def _steps_of(row: SegmentCost) -> SegmentRecord:
+    """The step fields of a priced row, as the record the shared step rules read."""
+    return SegmentRecord(run_id=row.run_id, segment_id=row.segment_id, start=row.start,
+                         heartbeat=row.end, first_step=row.first_step, steps=row.steps)
 
 
 def run_cost(run_id: str, records: list[SegmentRecord], prices: PriceFn, *,
@@ -278,7 +326,11 @@ def run_cost(run_id: str, records: list[SegmentRecord], prices: PriceFn, *,
         epochs=epochs, cost_per_epoch=_per(train_cost, epochs, 1),
         serve_cost=serve_cost, generated_tokens=generated,
         cost_per_1m_generated_tokens=_per(serve_cost, generated, MILLION),
-        notes=tuple(notes))
+        notes=tuple(notes),
+        startup_hours=sum((r.startup_hours or 0.0) * r.nodes for r in train),
+        training_hours=sum(r.training_hours * r.nodes for r in train),
+        redone_hours=sum((r.redone_hours or 0.0) * r.nodes for r in train),
+        startup_cost=_sum_or_none(r.startup_cost for r in train) if train else 0.0)
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,12 @@ from vicuna_ops.errors import VopsError
 from vicuna_ops.segments import SegmentRecord, read_segments
 
 # job ids -> managed-job records: vicuna_ops.launch.sky_sdk.ManagedJob, or SkyPilot's dicts
-# (job_id, status, recovery_count, submitted_at, start_at, end_at, job_duration, ...)
+# (job_id, status, recovery_count, submitted_at, start_at, end_at, job_duration, ...);
+# the times bill provisioning and teardown (cost/billing.py). last_recovered_at is kept
+# where the queue rows carry it.
 QueueFn = Callable[[list[int]], list[Any]]
-JOB_FIELDS = ("status", "recovery_count", "submitted_at", "start_at", "end_at", "job_duration")
+JOB_FIELDS = ("status", "recovery_count", "submitted_at", "start_at", "last_recovered_at",
+              "end_at", "job_duration")
 
 
 @dataclass

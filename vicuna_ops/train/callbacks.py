@@ -35,6 +35,8 @@ class VopsCallback(_transformers.TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self._start_tokens = state.num_input_tokens_seen
         self._last = (time.monotonic(), state.num_input_tokens_seen)
+        if self._heartbeat is not None:
+            self._heartbeat.training_started()
         return control
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -42,6 +44,7 @@ class VopsCallback(_transformers.TrainerCallback):
         if self._heartbeat is not None:
             self._heartbeat.update(steps=state.global_step, tokens=self.tokens,
                                    epoch=state.epoch or 0.0)
+            self._heartbeat.budget_due()  # raises the stop flag once the deadline passed
         if self.stopped_at is None and any_rank(self._flag.is_set(), self._world_size,
                                                 args.device):
             request = self._flag.request_made

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ _MUST_MATCH = {
     "seed": "train.seed",
 }
 _SEGMENT_STATUS = {"already-finished": "finished"}
+# The budget guard's guess of a checkpoint's save + upload before one is timed: fp32 weights
+# and Adam's two moments, at an assumed upload rate.
+CHECKPOINT_BYTES_PER_PARAM = 12
+ASSUMED_UPLOAD_BPS = 100e6
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def run(args: TrainArgs, reporter: Reporter | None = None) -> Outcome:
                 run_store, args.run_id, attempt=attempt, first_step=None,
                 interval_s=args.heartbeat_s, earlier=earlier, stop_flag=stop_flag,
                 max_cost=args.max_cost, log=reporter.log, identity=identity, lease=lease,
-                on_lease_lost=lambda: _lease_lost(run_store))
+                on_lease_lost=lambda: _lease_lost(run_store),
+                spool_dir=Path(args.workdir) / args.run_id / "segment-spool")
             heartbeat.start()
         session = Session(args, recipe, world, reporter, run_store,
                           Path(args.workdir) / args.run_id, stop_flag, heartbeat)
@@ -178,7 +184,12 @@ def _train(session: Session) -> Outcome:
                                  max_steps=args.max_steps or recipe.train.max_steps,
                                  world=world, cuda=cuda)
     _ = hf_args.device  # sets up torch.distributed under torchrun: the barriers below need it
+    if any_rank(_budget_spent(session), world.size, hf_args.device):
+        # a rerun of a run whose budget is gone: not even the checkpoint is downloaded
+        return _stopped(session, _latest_step(session), uploader=None)
+    restore_started = time.monotonic()
     restored = _restore(session)
+    restore_s = time.monotonic() - restore_started
     if session.heartbeat is not None:
         session.heartbeat.resumed_at(restored.step if restored else 0)
     tokenizer = _tokenizer(session)
@@ -191,6 +202,12 @@ def _train(session: Session) -> Outcome:
     attn = resolve_attn_implementation(recipe.model.attn_implementation, cuda)
     model = build_model(recipe, tokenizer, attn_implementation=attn,
                         local_model_dir=_model_dir(session))
+    if session.heartbeat is not None:
+        # the budget guard's first idea of a checkpoint's cost: the download it just did, or
+        # the Adam checkpoint's size at an assumed upload rate; the first upload replaces it
+        guess = restore_s if restored is not None else \
+            parameter_count(model) * CHECKPOINT_BYTES_PER_PARAM / ASSUMED_UPLOAD_BPS
+        session.heartbeat.expect_checkpoint_s(guess, measured=False)
     reporter.log(f"model: {parameter_count(model):,} parameters, attention {attn}, "
                  f"{'bf16' if hf_args.bf16 else 'fp32'}, {world.size} process(es), "
                  f"{threads} CPU thread(s)")
@@ -202,7 +219,7 @@ def _train(session: Session) -> Outcome:
     local_ckpts = session.workdir / "checkpoints"
     if world.is_main:
         uploader = CheckpointUploader(session.run_store, recipe.train.keep_checkpoints,
-                                      on_event=reporter.event, log=reporter.log)
+                                      on_event=_upload_events(session), log=reporter.log)
         shutil.rmtree(local_ckpts, ignore_errors=True)  # leftovers of a killed attempt
         (session.workdir / "recipe.yaml").write_text(dump_recipe(recipe))
 
@@ -241,6 +258,28 @@ def _train(session: Session) -> Outcome:
                     "tokens_seen": trainer.state.num_input_tokens_seen})
 
 
+def _budget_spent(session: Session) -> bool:
+    request = session.stop_flag.request_made
+    return request is not None and request.reason == "budget"
+
+
+def _latest_step(session: Session) -> int:
+    try:
+        return layout.step_of(session.run_store.get_bytes(layout.LATEST).decode()) or 0
+    except (VopsError, UnicodeDecodeError):
+        return 0
+
+
+def _upload_events(session: Session) -> Any:
+    """The uploader's events, also timing each checkpoint for the budget guard."""
+    def on_event(event: dict[str, Any]) -> None:
+        session.reporter.event(event)
+        if event.get("event") == "upload-done" and session.heartbeat is not None:
+            session.heartbeat.expect_checkpoint_s(float(event.get("job_s", 0.0)), measured=True)
+
+    return on_event
+
+
 def _stopped(session: Session, steps: int, uploader: Any) -> Outcome:
     request = session.stop_flag.request_made
     status = "budget-stopped" if request and request.reason == "budget" else "preempted"
@@ -248,9 +287,12 @@ def _stopped(session: Session, steps: int, uploader: Any) -> Outcome:
     if uploader is not None:
         uploader.close()
         failures = uploader.stats.failures
-    checkpoint_note = f"upload FAILED: {failures[-1]}" if failures else "checkpoint uploaded"
-    session.reporter.log(f"stopped at step {steps} ({status}); {checkpoint_note}")
+        note = f"upload FAILED: {failures[-1]}" if failures else "checkpoint uploaded"
+    else:  # stopped before its first step: the bucket's checkpoint is still the newest
+        note = "no step trained in this attempt, nothing uploaded"
+    session.reporter.log(f"stopped at step {steps} ({status}); {note}")
     session.reporter.event({"event": "end", "status": status, "steps": steps,
+                            "uploaded": uploader is not None and not failures,
                             "upload_failures": failures})
     return Outcome(status, steps, EXIT_OK if status == "budget-stopped" else EXIT_PREEMPTED)
 

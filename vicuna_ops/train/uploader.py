@@ -157,7 +157,9 @@ class CheckpointUploader:
         self.stats.bytes += result.bytes
         self.stats.seconds += result.seconds
         self._on_event({"event": "upload-done", "step": job.step, "bytes": result.bytes,
-                        "seconds": round(result.seconds, 4), "files": result.files})
+                        "seconds": round(result.seconds, 4), "files": result.files,
+                        # handed over -> in the bucket: what a stop's checkpoint waits for
+                        "job_s": round(time.monotonic() - job.submitted, 4)})
 
 
 def lower_priority(niceness: int = 10) -> None:

@@ -17,8 +17,8 @@ TABLE = PriceTable(prices=[
 
 
 def test_cost_so_far_sums_segments_once():
-    records = [seg("a1", 0, 2, status="preempted", first_step=1, steps=10),
-               seg("a2", 3, 4, attempt=2, num_nodes=2, status="running", first_step=9, steps=20)]
+    records = [seg("a1", 0, 2, status="preempted", first_step=0, steps=10),
+               seg("a2", 3, 4, attempt=2, num_nodes=2, status="running", first_step=8, steps=20)]
     expected = 2 * 2.4655 + 1 * 2 * 2.4655
     assert cost_so_far(records + [records[1]], TABLE) == pytest.approx(expected)
 

@@ -28,7 +28,7 @@ def test_on_demand_segment_saves_nothing_and_is_priced_once(prices):
 
 
 def test_unpriced_zone_is_never_counted_as_zero(prices):
-    records = [seg("a", 0, 1), seg("b", 1.5, 3, attempt=2, zone="us-east-1e", first_step=1)]
+    records = [seg("a", 0, 1), seg("b", 1.5, 3, attempt=2, zone="us-east-1e", first_step=0)]
     run = run_cost("run-1", records, prices)
     priced, missing = run.segments
     assert missing.cost is None and missing.price_source == "unpriced"
@@ -90,10 +90,11 @@ def test_serving_workers_side_by_side_are_not_merged(prices):
 
 def test_preemption_loss_is_redone_work_plus_the_gap(prices):
     # attempt 1: steps 1..100 in 2h on spot (50 steps/h), preempted; the last checkpoint was
-    # step 80, so attempt 2 starts at step 81 after a 30 min gap -> 20 steps redone = 0.4h
-    first = seg("a1", 0, 2, status="preempted", first_step=1, steps=100, tokens=100_000,
+    # step 80, so attempt 2 starts from it (trains 81..) after a 30 min gap -> 20 steps
+    # redone = 0.4h
+    first = seg("a1", 0, 2, status="preempted", first_step=0, steps=100, tokens=100_000,
                 epoch=0.5)
-    second = seg("a2", 2.5, 4.5, attempt=2, zone="us-east-1a", first_step=81, steps=180,
+    second = seg("a2", 2.5, 4.5, attempt=2, zone="us-east-1a", first_step=80, steps=180,
                  tokens=100_000, epoch=0.9)
     run = run_cost("run-1", [second, first], prices)
     interrupted, resumed = run.segments
@@ -115,8 +116,8 @@ def test_preemption_loss_is_redone_work_plus_the_gap(prices):
 
 
 def test_no_redone_work_when_the_checkpoint_was_the_last_step(prices):
-    first = seg("a1", 0, 1, status="preempted", first_step=1, steps=50)
-    second = seg("a2", 1, 2, attempt=2, first_step=51, steps=90)
+    first = seg("a1", 0, 1, status="preempted", first_step=0, steps=50)
+    second = seg("a2", 1, 2, attempt=2, first_step=50, steps=90)
     interrupted = run_cost("run-1", [first, second], prices).segments[0]
     assert interrupted.redone_steps == 0 and interrupted.redone_hours == 0.0
     assert interrupted.gap_hours == pytest.approx(0.0)
@@ -124,21 +125,21 @@ def test_no_redone_work_when_the_checkpoint_was_the_last_step(prices):
 
 def test_unknown_first_step_leaves_redone_work_unknown_but_keeps_the_gap(prices):
     first = seg("a1", 0, 1, status="preempted", first_step=None, steps=50)
-    second = seg("a2", 2, 3, attempt=2, first_step=41, steps=90)
+    second = seg("a2", 2, 3, attempt=2, first_step=40, steps=90)
     interrupted = run_cost("run-1", [first, second], prices).segments[0]
     assert interrupted.redone_steps is None and interrupted.gap_hours == pytest.approx(1.0)
 
 
 def test_a_finished_or_budget_stopped_attempt_loses_nothing(prices):
-    first = seg("a1", 0, 1, status="budget-stopped", first_step=1, steps=50)
-    second = seg("a2", 5, 6, attempt=2, first_step=41, steps=90)
+    first = seg("a1", 0, 1, status="budget-stopped", first_step=0, steps=50)
+    second = seg("a2", 5, 6, attempt=2, first_step=40, steps=90)
     run = run_cost("run-1", [first, second], prices)
     assert run.lost_hours == 0.0 and run.segments[0].redone_steps is None
 
 
 def test_budget_stopped_last_attempt_sets_the_run_status(prices):
-    records = [seg("a1", 0, 1, status="preempted", first_step=1, steps=10),
-               seg("a2", 1, 2, attempt=2, status="budget-stopped", first_step=11, steps=20)]
+    records = [seg("a1", 0, 1, status="preempted", first_step=0, steps=10),
+               seg("a2", 1, 2, attempt=2, status="budget-stopped", first_step=10, steps=20)]
     assert run_cost("run-1", records, prices, status="running").status == "budget-stopped"
     assert run_cost("run-1", records[:1], prices, status="running").status == "running"
 

@@ -19,8 +19,8 @@ from vicuna_ops.errors import UserError
 @pytest.fixture
 def runs(prices):
     priced = run_cost("run-1", [
-        seg("a1", 0, 2, status="preempted", first_step=1, steps=100, tokens=50_000),
-        seg("a2", 2.5, 3, attempt=2, first_step=81, steps=120, tokens=20_000, epoch=1.0),
+        seg("a1", 0, 2, status="preempted", first_step=0, steps=100, tokens=50_000),
+        seg("a2", 2.5, 3, attempt=2, first_step=80, steps=120, tokens=20_000, epoch=1.0),
     ], prices, status="succeeded")
     partial = run_cost("run-2", [seg("b", 0, 1, run_id="run-2", zone="us-east-1e")], prices,
                        status="running")
