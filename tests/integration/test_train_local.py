@@ -139,3 +139,12 @@ def test_a_corrupt_final_is_refused_by_serve_and_rebuilt_by_a_rerun(tmp_path):
     assert again["resumed_from"] == 4  # from the newest verified checkpoint, not from scratch
     assert weights.read_bytes() == good  # exact resume: the same bytes as the first final
     assert resolve_model(str(bucket / "demo" / "final"), tmp_path / "cache").is_dir()
+
+
+def test_max_cost_on_a_local_run_is_said_once_not_ignored_silently(tmp_path, capsys):
+    summary = run_local(quick_tiny(), str(tmp_path / "bucket"), "priced", data=None,
+                        max_steps=2, max_cost=0.01, json_output=True)
+    assert summary["status"] == "succeeded" and summary["steps"] == 2  # $0 never runs out
+    err = capsys.readouterr().err
+    assert err.count("local runs are not priced") == 1, err
+    assert "--max-cost 0.01 has no effect" in err

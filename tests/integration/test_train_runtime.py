@@ -292,6 +292,23 @@ def test_notices_stop_at_the_next_step_and_a_corrupt_checkpoint_falls_back(
     assert records[0]["steps"] == stop["step"] and records[0]["tokens"] > 0
     assert all(r["heartbeat"] > r["start"] for r in records)
 
+    # The cost model reads these very records by the trainer's definition of first_step:
+    # attempt 2 continued from attempt 1's last step (nothing redone); attempt 3 fell back
+    # to an older checkpoint, so attempt 2's steps after it were done twice.
+    from vicuna_ops.cost.model import run_cost
+    from vicuna_ops.segments import SegmentRecord
+
+    run = run_cost("noticed", [SegmentRecord.model_validate(r) for r in records],
+                   lambda _q: None)  # local segments: never priced
+    assert [s.redone_steps for s in run.segments] == [0, notice["step"] - complete[1], None]
+    assert run.segments[0].redone_tokens == 0
+    assert run.trained_tokens == pytest.approx(
+        sum(r["tokens"] for r in records) - run.segments[1].redone_tokens)
+    for seg, rec in zip(run.segments, records):
+        # start-up (process start to the first step) and training split the billed time
+        assert rec["train_start"] is not None and rec["start"] < rec["train_start"]
+        assert 0 < seg.startup_hours < seg.hours and seg.training_hours > 0
+
 
 def test_malformed_records_are_skipped_and_the_heartbeat_moves(tmp_path):
     recipe = small_recipe(tmp_path)

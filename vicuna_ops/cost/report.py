@@ -21,7 +21,8 @@ CSV_COLUMNS = (
     "run_id", "row", "segment_id", "kind", "attempt", "status", "cloud", "region", "zone",
     "instance_type", "accelerators", "spot", "nodes", "start", "end", "hours",
     "price_per_hour", "ondemand_per_hour", "price_source", "cost", "ondemand_cost", "saving",
-    "steps", "tokens", "epoch", "redone_steps", "redone_hours", "gap_hours", "lost_hours",
+    "steps", "tokens", "epoch", "startup_hours", "training_hours", "redone_steps",
+    "redone_hours", "gap_hours", "lost_hours",
     "cost_per_1m_trained_tokens", "cost_per_epoch", "cost_per_1m_generated_tokens", "notes",
 )
 
@@ -103,6 +104,9 @@ def _segment_cells(seg: SegmentCost) -> list[str | Text]:
         seg.price_per_hour * seg.nodes if seg.price_per_hour is not None else None)
     cost = Text("unpriced", style="yellow") if seg.cost is None else Text(money(seg.cost))
     lines = [seg.segment_id, f"{seg.kind} #{seg.attempt}, {_when(seg.start)}"]
+    if seg.kind == "train" and seg.startup_hours is not None:
+        lines.append(f"start-up {_hours(seg.startup_hours)}, training "
+                     f"{_hours(seg.training_hours)}, redone {_hours(seg.redone_hours or 0.0)}")
     if seg.redone_steps:
         lines.append(f"{seg.redone_steps} steps redone")
     if seg.merged:
@@ -115,6 +119,10 @@ def _segment_cells(seg: SegmentCost) -> list[str | Text]:
 
 def _summary(run: RunCost) -> str:
     parts = []
+    if run.startup_hours or run.redone_hours:
+        parts.append(f"billed node-hours: start-up {_hours(run.startup_hours)} "
+                     f"({money(run.startup_cost)}), training {_hours(run.training_hours)}, "
+                     f"redone {_hours(run.redone_hours)}")
     if run.saving_pct is not None:
         parts.append(f"spot saved {money(run.saving)} ({run.saving_pct:.0f}% of on-demand)")
     if run.preemptions or run.recoveries:

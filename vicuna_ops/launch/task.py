@@ -89,7 +89,8 @@ def build_train_task(base: dict[str, Any], request: TrainRequest,
         task["workdir"] = install.workdir
     else:
         task.pop("workdir", None)
-    task["setup"] = setup_script()
+    # the template's own setup (the node-start record) runs first, then the install
+    task["setup"] = str(task.get("setup") or "") + setup_script()
     return _in_reading_order(task)
 
 

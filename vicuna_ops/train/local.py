@@ -64,6 +64,11 @@ def run_local(recipe: Recipe, bucket: str, name: str, *, data: str | None,
 
     run_store = open_store(bucket).child(name)
     check_inputs(recipe, run_store, data)
+    if max_cost is not None:  # said here, once; the trainer's own line goes to train.log
+        from vicuna_ops.cli import output
+
+        output.info(f"note: --max-cost {max_cost:g} has no effect: local runs are not priced "
+                    "($0), so the budget never runs out", markup=False)
     with Ledger() as ledger:
         _check_ledger_row(ledger, name, open_store(bucket).uri)
     folder = run_dir(name)

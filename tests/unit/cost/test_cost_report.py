@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from cost_helpers import seg
+from cost_helpers import HOUR, T0, seg
 from rich.console import Console
 
 from vicuna_ops.cli.cost import parse_since
@@ -19,7 +19,8 @@ from vicuna_ops.errors import UserError
 @pytest.fixture
 def runs(prices):
     priced = run_cost("run-1", [
-        seg("a1", 0, 2, status="preempted", first_step=0, steps=100, tokens=50_000),
+        seg("a1", 0, 2, status="preempted", first_step=0, steps=100, tokens=50_000,
+            train_start=T0 + 0.5 * HOUR),
         seg("a2", 2.5, 3, attempt=2, first_step=80, steps=120, tokens=20_000, epoch=1.0),
     ], prices, status="succeeded")
     partial = run_cost("run-2", [seg("b", 0, 1, run_id="run-2", zone="us-east-1e")], prices,
@@ -45,6 +46,7 @@ def test_csv_has_a_row_per_segment_and_a_total_per_run(runs):
     assert rows[3]["cost"] == "" and rows[3]["price_source"] == "unpriced"  # not "0"
     assert rows[4]["cost"] == ""
     assert rows[0]["start"].startswith("2023-11-14T22:13:20")
+    assert float(rows[0]["startup_hours"]) == 0.5 and float(rows[0]["training_hours"]) == 1.2
 
 
 def test_table_says_unpriced_and_lower_bound(runs):
@@ -54,6 +56,9 @@ def test_table_says_unpriced_and_lower_bound(runs):
     assert "unpriced" in text and ">= $0.00" in text
     assert "$6.16" in text  # 2.5h x 2.4655
     assert "20 steps redone" in text.replace("\n", " ")
+    # attempt 1: 30 min of start-up, 1.5h of which 20 of 100 steps (18 min) were redone
+    assert "start-up 30m, training 1.20h, redone 18m" in text
+    assert "start-up 30m ($1.23), training" in text.replace("\n", " ")
     assert "all runs" in text  # the totals table for several runs
 
 
