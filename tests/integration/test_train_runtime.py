@@ -360,3 +360,55 @@ def test_budget_reached_stops_cleanly_with_exit_0(tmp_path):
     record = json.loads(run_store.get_bytes(run_store.list("segments/")[0].key))
     assert record["status"] == "budget-stopped" and record["cloud"] == "aws"
     assert record["use_spot"] and record["instance_type"] == "p4d.24xlarge"
+
+
+def test_budget_stop_leaves_room_for_the_final_checkpoint_and_a_rerun_uploads_nothing(tmp_path):
+    """$120/h against a $1 budget: 30 s of money, start-up included (the node's setup began
+    2 s before the trainer). The guard must stop early enough that the step in progress,
+    the final checkpoint's save and upload and the exit still fit: the billed total stays
+    within $1 (the old guard stopped at the first heartbeat past it, then saved)."""
+    from vicuna_ops.cost.budget import cost_so_far
+    from vicuna_ops.cost.price_table import PriceTable
+    from vicuna_ops.segments import SegmentRecord
+
+    recipe = small_recipe(tmp_path)
+    table = {"version": 1, "prices": [{"cloud": "aws", "region": "us-east-1",
+                                       "zone": "us-east-1a", "instance_type": "p4d.24xlarge",
+                                       "spot": True, "price_per_hour": 120.0}]}
+    node_started = tmp_path / "node-started"
+    node_started.write_text(f"{time.time() - 2.0:.3f}\n")
+    env = {"SKYPILOT_CLUSTER_INFO": json.dumps({"cloud": "aws", "region": "us-east-1",
+                                                "zone": "us-east-1a"}),
+           "VOPS_INSTANCE_TYPE": "p4d.24xlarge", "VOPS_USE_SPOT": "1",
+           "VOPS_PRICE_TABLE": json.dumps(table), "VOPS_HEARTBEAT_S": "0.2",
+           "VOPS_NODE_STARTED_FILE": str(node_started), "VOPS_AWS_NOTICE_URL": ""}
+    trainer = Trainer(recipe, str(tmp_path / "bucket"), "capped", tmp_path / "work", env=env)
+    attempt = trainer.run("--max-cost", "1", "--max-steps", "100000")
+    assert attempt.code == EXIT_OK, attempt.stderr[-3000:]
+    assert attempt.of("end")[0]["status"] == "budget-stopped"
+    stop = attempt.of("stop")[0]
+    assert stop["reason"] == "budget" and stop["step"] > 0, attempt.stderr[-2000:]
+    assert attempt.of("upload-done")[-1]["step"] == stop["step"]  # saved and uploaded
+    run_store = open_store(str(tmp_path / "bucket")).child("capped")
+    assert run_store.get_bytes("LATEST").decode().strip() == f"step_{stop['step']:08d}"
+
+    def billed() -> tuple[float, list[SegmentRecord]]:
+        records = [SegmentRecord.model_validate_json(run_store.get_bytes(i.key))
+                   for i in run_store.list("segments/")]
+        return cost_so_far(records, PriceTable.model_validate(table)), records
+
+    spent, (record,) = billed()
+    assert record.start_source == "setup" and record.train_start > record.start
+    assert 0.6 <= spent <= 1.0, f"billed ${spent:.3f} of $1 ({record})"
+
+    # The same command again: the budget is gone. It stops before downloading or training
+    # anything, says so, and writes nothing but its own segment record.
+    before = {i.key for i in run_store.list()} - {"LEASE"}
+    again = trainer.run("--max-cost", "1", "--max-steps", "100000")
+    assert again.code == EXIT_OK, again.stderr[-3000:]
+    assert again.of("end")[0]["status"] == "budget-stopped"
+    assert again.of("end")[0]["uploaded"] is False
+    assert not again.of("step") and not again.of("resume") and not again.of("upload-start")
+    assert "no step trained in this attempt, nothing uploaded" in again.stderr
+    after = {i.key for i in run_store.list()} - {"LEASE"}
+    assert len(after - before) == 1 and (after - before).pop().startswith("segments/")
