@@ -264,3 +264,45 @@ def test_vops_cost_prices_both_segments(preempted_run: PreemptedRun) -> None:
         assert seg["cost"] is not None and seg["cost"] > 0
     assert run["cost"] == pytest.approx(sum(s["cost"] for s in segments), abs=1e-4)
     assert run["recoveries"] == 1
+
+
+def _running_seconds(watch: JobWatch) -> float:
+    """How long SkyPilot reported the job RUNNING (its clusters up and the job on them),
+    summed over the attempts, from the statuses seen while polling."""
+    total, since = 0.0, None
+    for t, status, _recoveries in watch.seen:
+        if status == "RUNNING" and since is None:
+            since = t
+        elif status != "RUNNING" and since is not None:
+            total, since = total + (t - since), None
+    return total
+
+
+def test_segments_bill_every_second_skypilot_ran_the_job(preempted_run: PreemptedRun,
+                                                         e2e_timings: Timings) -> None:
+    """Each attempt is billed from its node's start (the setup's record, or SkyPilot's launch
+    and recovery times) to its last heartbeat or the job's end, so the segments cover at
+    least 95% of the time SkyPilot reported the job RUNNING; and the resume from the
+    checkpoint at the preempted attempt's last step shows no redone step."""
+    report = preempted_run.vops.json("cost", preempted_run.run_id, "--sync")
+    runs = report["runs"] if isinstance(report, dict) else report
+    run = next(r for r in runs if r["run_id"] == preempted_run.run_id)
+    segments = sorted((s for s in run["segments"] if s["kind"] == "train"),
+                      key=lambda s: s["attempt"])
+    billed = sum(s["hours"] for s in segments) * 3600
+    up = _running_seconds(preempted_run.watch)
+    e2e_timings.note("train: billed segment time vs SkyPilot RUNNING time",
+                     f"{billed:.0f} s / {up:.0f} s")
+    e2e_timings.note("train: start-up / training / redone (s)",
+                     f"{run['startup_hours'] * 3600:.0f} / {run['training_hours'] * 3600:.0f}"
+                     f" / {run['redone_hours'] * 3600:.0f}")
+    assert up > 0, preempted_run.watch.history()
+    assert billed >= 0.95 * up, (billed, up, json.dumps(segments, indent=1)[:3000])
+    for seg in segments:
+        assert seg["start_source"] in ("setup", "skypilot"), seg  # not the trainer's start
+        assert seg["startup_hours"] is not None and seg["startup_hours"] > 0
+
+    first, second = _train_segments(preempted_run)
+    assert segments[0]["redone_steps"] == max(0, first.steps - second.first_step)
+    if first.steps == second.first_step:  # stopped with a checkpoint at its last step
+        assert segments[0]["redone_steps"] == 0 and segments[0]["redone_hours"] == 0
