@@ -6,7 +6,9 @@
 Public endpoints (``Bearer`` API key when keys are configured): ``GET /v1/models``,
 ``POST /v1/chat/completions``, ``POST /v1/completions``. Open: ``GET /healthz``,
 ``GET /metrics``. Workers only (``Bearer`` worker token): ``POST /vops/workers/register``,
-``/heartbeat``, ``/drain``, and ``GET /vops/workers``.
+``/heartbeat``, ``/drain``, and ``GET /vops/workers``. Pages: ``GET /`` (chat) and
+``GET /arena``, with the Arena's API under ``/arena/`` (webpages.py, arena_routes.py); its
+votes live in ``arena.db`` beside the registry.
 
 Every body is read with a size limit and validated before anything is sent on: garbage is a
 400, a bad or unknown field a 422 naming it, an unknown model a 404, a body over the limit
@@ -67,6 +69,9 @@ def create_app(settings: ControllerSettings) -> Any:
         registry = Registry(settings.registry_path,
                             heartbeat_interval=settings.heartbeat_interval)
         registry.remember(settings.models)
+        from vicuna_ops.serve.arena import DB_NAME, ArenaStore
+
+        app.state.arena = ArenaStore(settings.registry_path.parent / DB_NAME)
         client = new_upstream_client(settings.proxy)
         app.state.registry = registry
         app.state.proxy = Proxy(registry, client, settings.worker_token, metrics,
@@ -94,6 +99,7 @@ def create_app(settings: ControllerSettings) -> Any:
             await asyncio.gather(*tasks, return_exceptions=True)
             await client.close()
             registry.close()
+            app.state.arena.close()
 
     app = fastapi.FastAPI(title="vops controller", lifespan=lifespan, docs_url=None,
                           redoc_url=None, openapi_url=None)
@@ -162,6 +168,12 @@ def create_app(settings: ControllerSettings) -> Any:
     # plain Starlette routes: the hot path skips FastAPI's per-request dependency solving
     for path in protocol.ENDPOINTS:
         app.router.add_route(path, functools.partial(api_call, path=path), methods=["POST"])
+
+    from vicuna_ops.serve.arena_routes import install_arena
+    from vicuna_ops.serve.webpages import install_pages
+
+    install_pages(app, api_key_required=bool(settings.api_keys))
+    install_arena(app, check_api_key, max_body_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
     async def healthz(request: fastapi.Request) -> Any:
