@@ -34,6 +34,15 @@ class TinyModel(_Strict):
     seed: int = 0
 
 
+class RopeScaling(_Strict):
+    """Positional interpolation (Vicuna v1.5-16k's "linear RoPE scaling"): positions are divided
+    by ``factor``, so a base trained on N positions reads N x factor. Applied to the model's
+    config before training and saved with it (``rope_parameters`` in config.json)."""
+
+    type: Literal["linear"] = "linear"
+    factor: float = Field(gt=1)
+
+
 class ModelSpec(_Strict):
     # HF hub id, local folder or bucket URI of an HF model folder; ignored when `tiny` is set.
     name_or_path: str | None = None
@@ -41,6 +50,7 @@ class ModelSpec(_Strict):
     decoder_layer: str = "LlamaDecoderLayer"  # what FSDP auto-wraps
     attn_implementation: Literal["auto", "flash_attention_2", "sdpa", "eager"] = "auto"
     params_b: float | None = Field(None, gt=0)  # billions of parameters: the plan's estimate
+    rope_scaling: RopeScaling | None = None  # e.g. {type: linear, factor: 4} for 4K -> 16K
 
 
 class DataSpec(_Strict):

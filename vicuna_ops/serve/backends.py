@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator
 
 from vicuna_ops import adaptors
 from vicuna_ops.errors import UserError
+from vicuna_ops.models.context import context_length
 
 BACKENDS = ("transformers", "stub", "vllm")
 
@@ -133,7 +134,7 @@ class TransformersBackend:
             raise UserError(f"the model in {folder} has no end-of-sequence token",
                             hint="the Vicuna template ends each reply with </s>")
         self.eos_ids = frozenset(eos_ids)
-        self.context_length = int(getattr(self.model.config, "max_position_embeddings", 2048))
+        self.context_length = context_length(self.model.config)  # RoPE scaling included
 
     def encode(self, text: str) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -235,7 +236,7 @@ class VLLMBackend:
         transformers = adaptors.transformers()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
         config = transformers.AutoConfig.from_pretrained(str(folder))
-        self.context_length = int(getattr(config, "max_position_embeddings", 2048))
+        self.context_length = context_length(config)
         self._next_id = 0
 
     def count_tokens(self, text: str) -> int:

@@ -53,6 +53,7 @@ def build_model(recipe: Recipe, tokenizer: Any, *, attn_implementation: str,
             use_cache=False,
         )
         config._attn_implementation = attn_implementation
+        _scale_rope(config, recipe)
         # A private RNG stream: the weights depend on tiny.seed only, and building the model
         # leaves the global RNG where the Trainer's seeding put it.
         with torch.random.fork_rng(devices=[]):
@@ -64,8 +65,12 @@ def build_model(recipe: Recipe, tokenizer: Any, *, attn_implementation: str,
         raise UserError(f"recipe {recipe.name!r} names no model",
                         hint="set model.name_or_path or model.tiny")
     try:
+        # RoPE scaling has to be in the config the model is built from: the rotary
+        # embedding's frequencies are computed at construction
+        config = transformers.AutoConfig.from_pretrained(source)
+        _scale_rope(config, recipe)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, attn_implementation=attn_implementation)
+            source, config=config, dtype=torch.float32, attn_implementation=attn_implementation)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load model {source!r}: {str(exc).splitlines()[0]}",
                         hint="give a local folder, a bucket URI or a hub id this node can "
@@ -74,6 +79,22 @@ def build_model(recipe: Recipe, tokenizer: Any, *, attn_implementation: str,
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def _scale_rope(config: Any, recipe: Recipe) -> None:
+    """Apply the recipe's RoPE scaling, then check the training length fits the context."""
+    from vicuna_ops.models.context import apply_rope_scaling, context_length
+
+    scaling = recipe.model.rope_scaling
+    if scaling is not None:
+        apply_rope_scaling(config, scaling.type, scaling.factor)
+    context = context_length(config)
+    if recipe.data.max_length > context:
+        raise UserError(
+            f"recipe {recipe.name!r} trains on {recipe.data.max_length:,} tokens but the model "
+            f"reads {context:,} positions",
+            hint="lower data.max_length or set model.rope_scaling: {type: linear, factor: "
+                 f"{recipe.data.max_length / config.max_position_embeddings:g}}}")
 
 
 def is_bucket_uri(name: str | None) -> bool:
