@@ -14,6 +14,9 @@
     local.py       `vops serve --local` process supervisor
     node.py        the controller and worker processes' flags and start (no Typer, no Rich)
     client.py      terminal chat client (`vops chat`)
+    webpages.py    the chat page (/) and Arena page (/arena), files in static/
+    arena.py       Arena battles and votes (arena.db)   arena_routes.py  its API
+    arena_report.py  votes -> Bradley-Terry ratings (`vops arena report`)
     skytasks.py    SkyPilot task dicts          deploy.py     `vops serve --clouds` flow
 
 Nothing here is imported by ``vops --help``; fastapi, uvicorn, aiohttp, httpx and torch load
