@@ -9,8 +9,8 @@ the install step (the suite runs whole; nothing is skipped).
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import sqlite3

@@ -52,10 +52,9 @@ def report(
     computed as `vops eval report` does."""
     import sqlite3
 
+    from vicuna_ops import adaptors
     from vicuna_ops.serve.arena import ArenaStore
     from vicuna_ops.serve.arena_report import render, summarize
-
-    from vicuna_ops import adaptors
 
     adaptors.require("numpy")  # the ratings' fit (the eval extra); a missing one is one line
     path = votes_path(db, name, port)

@@ -23,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vicuna_ops.serve import protocol
 from vicuna_ops.serve.arena import (
-    ArenaConflict, ArenaStore, Battle, SIDES, pick_contestants)
+    SIDES,
+    ArenaConflict,
+    ArenaStore,
+    Battle,
+    pick_contestants,
+)
 from vicuna_ops.serve.bodies import parse_body, read_body
 from vicuna_ops.serve.protocol import ApiError
 from vicuna_ops.template import SYSTEM_PROMPT

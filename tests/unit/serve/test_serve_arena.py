@@ -10,7 +10,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from vicuna_ops.serve.arena import (
-    ArenaConflict, ArenaStore, Contestant, battles_for_rating, pick_contestants)
+    ArenaConflict,
+    ArenaStore,
+    Contestant,
+    battles_for_rating,
+    pick_contestants,
+)
 from vicuna_ops.serve.arena_report import summarize
 from vicuna_ops.serve.controller import ControllerSettings, create_app
 from vicuna_ops.serve.proxy import ProxySettings
