@@ -14,6 +14,7 @@ key rule as ``/v1``; bad bodies get the same OpenAI-shaped 400/422.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
@@ -106,6 +107,12 @@ def install_arena(app: Any, check_api_key: Callable[[Any], None], *,
     async def vote(request: Any) -> Any:
         check_api_key(request)
         body = parse_body(await read_body(request, 4096), VoteRequest)
+        # a stopped seat's text is stored when the server sees the client go, which can come
+        # a moment after the page's click on a vote button: give it that moment
+        for _ in range(40):
+            if not any((body.battle_id, side) in streaming for side in SIDES):
+                break
+            await asyncio.sleep(0.05)
         try:
             battle = request.app.state.arena.vote(body.battle_id, body.outcome)
         except KeyError:
