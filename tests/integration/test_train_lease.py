@@ -5,15 +5,12 @@ winner each time."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from fixtures.network import start_service
 from vicuna_ops.storage import open_store
 from vicuna_ops.train.lease import LEASE_KEY, LeaseHeld, LeaseRecord, RunLease
 
@@ -35,22 +32,6 @@ for r in range(rounds):
         print(json.dumps({"round": r, "won": False, "error": exc.one_line()}), flush=True)
 sys.stdin.read()  # hold every lease until the test has seen all answers
 """
-
-
-@pytest.fixture(scope="module")
-def gcs_process(tmp_path_factory):
-    """The GCS emulator with ifGenerationMatch honoured (the stock one ignores it)."""
-    pytest.importorskip("gcp_storage_emulator")
-    script = Path(__file__).with_name("gcs_emulator_preconditions.py")
-    service = start_service(
-        "gcs-emulator-preconditions",
-        lambda port: [sys.executable, str(script), "start", "--host=127.0.0.1",
-                      f"--port={port}", "--in-memory"],
-        tmp_path_factory.mktemp("lease-logs"), ready_path="/", env=dict(os.environ))
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 def test_conditional_writes(any_bucket):

@@ -114,8 +114,8 @@ def train(
             output.print_json({**summary, "dry_run": True})
         else:
             _render_plan(prepared)
-            output.stdout.print(f"dry run: nothing launched. Task: {prepared.task_yaml}",
-                                highlight=False)
+            output.stdout.print("dry run: nothing launched. Task: "
+                                f"{output.escape(str(prepared.task_yaml))}", highlight=False)
         return
     if not as_json:
         _render_plan(prepared)
@@ -127,7 +127,8 @@ def train(
     else:
         output.stdout.print(
             f"[green]launched[/] {output.escape(request.run_id)} as managed job {job_id}. "
-            f"Follow it: vops logs {request.run_id} --follow; vops status {request.run_id}",
+            f"Follow it: vops logs {output.escape(request.run_id)} --follow; "
+            f"vops status {output.escape(request.run_id)}",
             highlight=False)
 
 
