@@ -27,7 +27,6 @@ _EXTRAS = {
     "transformers": "train",
     "tokenizers": "train",
     "safetensors": "train",
-    "markdownify": "train",
     "fastapi": "serve",
     "uvicorn": "serve",
     "httpx": "serve",

@@ -173,13 +173,14 @@ def _render(report: Any) -> None:
         output.info(f"[yellow]skipped[/] {output.escape(problem['source'])}:{problem['line']} "
                     f"(item {problem['item']}): {output.escape(str(problem['detail']))}")
     if len(data["problems"]) > 10:
-        output.info(f"... {len(data['problems']) - 10} more in {data['files']['report.json']}")
+        output.info(f"... {len(data['problems']) - 10} more in "
+                    f"{output.escape(data['files']['report.json'])}")
     for warning in data["warnings"]:
         output.info(f"[yellow]warning:[/] {output.escape(warning)}")
     rate = data["records_per_second"]
     speed = f" ({rate:,.0f}/s)" if rate else ""
     output.info(f"{data['records_in']:,} records in {data['seconds']:.1f}s{speed}; "
-                f"report: {data['files']['report.json']}")
+                f"report: {output.escape(data['files']['report.json'])}")
 
 
 def register(app: typer.Typer) -> None:
