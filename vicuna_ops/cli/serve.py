@@ -1,20 +1,22 @@
 """``vops serve``: an OpenAI-compatible endpoint for a trained model, locally or on spot GPUs.
 
-    vops serve --local --model PATH [--port 8000] [--workers 2]
+    vops serve --local --model PATH [--model NAME=PATH ...] [--port 8000] [--workers 2]
     vops serve --model s3://b/runs/r1/final --clouds aws,gcp --replicas 3 --gpus L4:1 \\
                --bucket s3://b/runs --name chat [--spot | --on-demand] [--dry-run] [--yes]
     vops serve status [NAME] [--json]          vops serve down NAME [--yes]
 
-The node processes (``vops serve controller`` / ``vops serve worker``) are hidden commands
-the SkyPilot tasks and the local supervisor run. Secrets come from the environment only:
-the worker token from ``VOPS_WORKER_TOKEN``, API keys from ``VOPS_API_KEYS`` (or the
-variable ``--api-key-env`` names), never from a flag (flags show up in ``ps``).
+    vops serve worker --controller-url URL --model PATH [--port 8001] [--advertise-url URL]
+
+``vops serve worker`` joins any running controller from any machine (the SkyPilot tasks and
+the local supervisor run it too); ``vops serve controller`` is hidden (only they run it).
+Secrets come from the environment only: the worker token from ``VOPS_WORKER_TOKEN``, API
+keys from ``VOPS_API_KEYS`` (or the variable ``--api-key-env`` names), never from a flag
+(flags show up in ``ps``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import typer
 
@@ -31,12 +33,14 @@ serve_app = typer.Typer(help="Serve a model behind an OpenAI-compatible API (loc
 @serve_app.callback(invoke_without_command=True)
 def serve(
     ctx: typer.Context,
-    model: str = typer.Option(None, "--model", help="HF model folder or bucket URI "
-                              "(e.g. s3://b/runs/r1/final)."),
+    model: list[str] = typer.Option(None, "--model", help="HF model folder or bucket URI "
+                                    "(e.g. s3://b/runs/r1/final); with --local, repeat it to "
+                                    "serve several models, each as NAME=PATH or named after "
+                                    "its run or folder."),
     local: bool = typer.Option(False, "--local", help="Run controller and workers as "
                                "processes on this machine."),
     port: int = typer.Option(8000, "--port", help="The API port."),
-    workers: int = typer.Option(1, "--workers", help="Local workers (--local)."),
+    workers: int = typer.Option(1, "--workers", help="Local workers per model (--local)."),
     backend: str = typer.Option("transformers", "--backend",
                                 help="transformers, vllm, or stub (fixed tokens, no model)."),
     model_name: str = typer.Option(None, "--model-name", help="The model name clients use "
@@ -76,13 +80,17 @@ def serve(
         if clouds:
             raise UserError("--local and --clouds cannot be combined", hint="pick one")
         _check_range("--workers", workers, 1, 64)
-        _serve_local(model, backend, port, workers, model_name, max_concurrency,
+        _serve_local(list(model or ()), backend, port, workers, model_name, max_concurrency,
                      api_key_env, as_json)
         return
     if not clouds:
         raise UserError("say where to serve", hint="--local for this machine, or --clouds "
                         "aws,gcp for spot GPUs")
-    _launch_cloud(model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
+    if model and len(model) > 1:
+        raise UserError("a cloud deployment serves one --model",
+                        hint="add another model's workers with `vops serve worker "
+                        "--controller-url URL --model PATH`, or use --local")
+    _launch_cloud(model=model[0] if model else None, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
                   ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
                   model_name=model_name, max_concurrency=max_concurrency, backend=backend,
                   api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json)
@@ -93,35 +101,34 @@ def _check_range(flag: str, value: int, low: int, high: int) -> None:
         raise UserError(f"{flag} must be between {low} and {high}, not {value}")
 
 
-def _serve_local(model: str | None, backend: str, port: int, workers: int,
+def _serve_local(models: list[str], backend: str, port: int, workers: int,
                  model_name: str | None, max_concurrency: int, api_key_env: str | None,
                  as_json: bool) -> None:
     from vicuna_ops.config import vops_home
-    from vicuna_ops.serve.local import LocalPlan, run_local
+    from vicuna_ops.serve.local import LocalPlan, parse_models, run_local
 
-    if model and not model.startswith(("s3://", "gs://", "file://")):
-        folder = Path(model).expanduser()
-        if not (folder / "config.json").is_file():
-            raise UserError(f"{model} is not an HF model folder (no config.json)",
-                            hint="pass the folder training wrote (…/final) or a bucket URI")
-        model = str(folder.resolve())
+    served = parse_models(models, model_name=model_name, backend=backend)
     if api_key_env is None and os.environ.get(API_KEYS_ENV):
         api_key_env = API_KEYS_ENV
-    plan = LocalPlan(model=model, backend=backend, port=port, workers=workers,
-                     model_name=model_name, max_concurrency=max_concurrency,
-                     api_key_env=api_key_env, state_dir=vops_home() / "serve" / f"local-{port}")
+    plan = LocalPlan(model=served[0].model, backend=backend, port=port, workers=workers,
+                     model_name=served[0].name, max_concurrency=max_concurrency,
+                     api_key_env=api_key_env, state_dir=vops_home() / "serve" / f"local-{port}",
+                     models=served)
+    total = workers * len(served)
+    names = [m.name for m in served]
 
     def ready(serving) -> None:
         if as_json:  # one line: a script reads it while the command keeps running
             import json
             import sys
 
-            sys.stdout.write(json.dumps({"endpoint": serving.url, "workers": workers,
-                                         "pids": serving.pids(),
+            sys.stdout.write(json.dumps({"endpoint": serving.url, "workers": total,
+                                         "models": names, "pids": serving.pids(),
                                          "logs": str(plan.state_dir / "logs")}) + "\n")
             sys.stdout.flush()
         else:
-            output.info(f"[green]serving[/] {output.escape(serving.url)}/v1 with {workers} "
+            output.info(f"[green]serving[/] {output.escape(', '.join(names))} at "
+                        f"{output.escape(serving.url)}/v1 with {total} "
                         f"worker(s); logs in {output.escape(str(plan.state_dir / 'logs'))}; "
                         "Ctrl-C stops everything")
             output.info(f"try: vops chat --endpoint {serving.url}", markup=False)
@@ -301,10 +308,10 @@ def _render_plan(summary: dict) -> None:
                     "first zone")
 
 
-# --- the node processes (hidden) -------------------------------------------------------------
-# Their flags live in vicuna_ops.serve.node (argparse), which `--local` also runs directly as
-# `python -m vicuna_ops.serve.node`: a worker's start then skips Typer, Rich and every command
-# group. Here they are passed through unchanged.
+# --- the node processes (the controller hidden, the worker documented) -----------------------
+# Their flags live in vicuna_ops.serve.node (argparse, which also answers --help), which
+# `--local` runs directly as `python -m vicuna_ops.serve.node`: a worker's start then skips
+# Typer, Rich and every command group. Here they are passed through unchanged.
 
 _PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                  "help_option_names": []}
@@ -318,9 +325,9 @@ def controller(ctx: typer.Context) -> None:
     raise typer.Exit(run_controller(list(ctx.args)))
 
 
-@serve_app.command("worker", hidden=True, context_settings=_PASS_THROUGH)
+@serve_app.command("worker", context_settings=_PASS_THROUGH, add_help_option=False)
 def worker(ctx: typer.Context) -> None:
-    """Run a model worker (what the SkyPilot task and --local start)."""
+    """Join a running controller (local or cloud) as a worker; needs VOPS_WORKER_TOKEN."""
     from vicuna_ops.serve.node import run_worker
 
     raise typer.Exit(run_worker(list(ctx.args)))

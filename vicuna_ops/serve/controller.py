@@ -6,7 +6,9 @@
 Public endpoints (``Bearer`` API key when keys are configured): ``GET /v1/models``,
 ``POST /v1/chat/completions``, ``POST /v1/completions``. Open: ``GET /healthz``,
 ``GET /metrics``. Workers only (``Bearer`` worker token): ``POST /vops/workers/register``,
-``/heartbeat``, ``/drain``, and ``GET /vops/workers``. Pages: ``GET /`` (chat) and
+``/heartbeat``, ``/drain``, ``/leave`` (after a drain), and ``GET /vops/workers``.
+Workers of several models may register: requests are routed by their ``model``, and
+``/v1/models`` lists every model served. Pages: ``GET /`` (chat) and
 ``GET /arena``, with the Arena's API under ``/arena/`` (webpages.py, arena_routes.py); its
 votes live in ``arena.db`` beside the registry.
 
@@ -223,6 +225,16 @@ def create_app(settings: ControllerSettings) -> Any:
         message = await worker_message(request, protocol.DrainRequest)
         known = request.app.state.registry.drain(message.worker_id)
         log.info("worker %s draining", message.worker_id)
+        return {"status": "ok" if known else "unknown"}
+
+    @app.post("/vops/workers/leave")
+    async def leave(request: fastapi.Request) -> Any:
+        # after its drain: what it still streams finishes; nothing new is sent there
+        message = await worker_message(request, protocol.DrainRequest)
+        registry = request.app.state.registry
+        known = registry.get(message.worker_id) is not None
+        registry.remove(message.worker_id)
+        log.info("worker %s left", message.worker_id)
         return {"status": "ok" if known else "unknown"}
 
     @app.get("/vops/workers")

@@ -1,4 +1,4 @@
-"""``vops serve --local``: the controller and N workers as processes on this machine.
+"""``vops serve --local``: the controller and N workers per model as processes on this machine.
 
 The supervisor starts the controller, waits for it, starts the workers on free ports, waits
 until they have registered, and then watches them: a worker that dies is started again
@@ -41,6 +41,52 @@ _OUTSIDE_KILLS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    name: str  # what clients ask for
+    model: str | None  # folder or bucket URI; None for the stub
+
+
+_NAME_PREFIX = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)=(.*)")
+
+
+def parse_models(values: list[str], *, model_name: str | None, backend: str
+                 ) -> tuple[ServedModel, ...]:
+    """``--model`` given once or more: ``PATH_OR_URI`` or ``NAME=PATH_OR_URI`` each.
+
+    A name defaults to the run or folder name (``--model-name`` renames a single model).
+    Local folders must hold an HF model (the stub reads none, so it takes any path); two
+    models served under one name are a mistake."""
+    from vicuna_ops.serve.modelfiles import default_model_name, is_bucket_uri
+
+    if not values:
+        return (ServedModel(model_name or "stub", None),) if backend == "stub" else ()
+    if model_name and len(values) > 1:
+        raise UserError("--model-name names a single --model",
+                        hint="name each model instead: --model NAME=PATH")
+    served: list[ServedModel] = []
+    for value in values:
+        named = _NAME_PREFIX.fullmatch(value)
+        if named and not Path(value).expanduser().exists():
+            name, spec = named.group(1), named.group(2)
+        else:
+            name, spec = model_name or default_model_name(value), value
+        if not spec and backend != "stub":
+            raise UserError(f"--model {value}: no model folder or bucket URI after '='")
+        if spec and backend != "stub" and not is_bucket_uri(spec):
+            folder = Path(spec).expanduser()
+            if not (folder / "config.json").is_file():
+                raise UserError(f"{spec} is not an HF model folder (no config.json)",
+                                hint="pass the folder training wrote (…/final) or a bucket "
+                                "URI")
+            spec = str(folder.resolve())
+        if any(other.name == name for other in served):
+            raise UserError(f"two --model values are both served as {name!r}",
+                            hint="name them apart: --model NAME=PATH")
+        served.append(ServedModel(name, spec or None))
+    return tuple(served)
+
+
+@dataclass(frozen=True)
 class LocalPlan:
     model: str | None
     backend: str = "transformers"
@@ -58,6 +104,22 @@ class LocalPlan:
     grace: float = 30.0
     controller_args: tuple[str, ...] = ()  # extra flags (tests, benchmarks)
     worker_args: tuple[str, ...] = ()
+    # several models on one controller (``workers`` each); empty: ``model`` / ``model_name``
+    models: tuple[ServedModel, ...] = ()
+
+    def served(self) -> tuple[ServedModel, ...]:
+        """Every model this deployment serves, with the name its workers register."""
+        if self.models:
+            return self.models
+        if self.model_name:
+            name = self.model_name
+        elif self.backend == "stub" or not self.model:
+            name = "stub"
+        else:
+            from vicuna_ops.serve.modelfiles import default_model_name
+
+            name = default_model_name(self.model)
+        return (ServedModel(name, self.model),)
 
 
 @dataclass
@@ -96,9 +158,10 @@ class LocalServing:
             stale.unlink()
         self.controller = _Child("controller", self._controller_argv(),
                                  plan.state_dir / "logs" / "controller.log")
-        self.workers = [_Child(f"worker-{i}", self._worker_argv(i, _free_port(plan.host)),
-                               plan.state_dir / "logs" / f"worker-{i}.log")
-                        for i in range(plan.workers)]
+        self.workers = [
+            _Child(f"worker-{i}", self._worker_argv(i, _free_port(plan.host), served),
+                   plan.state_dir / "logs" / f"worker-{i}.log")
+            for i, served in enumerate(m for m in plan.served() for _ in range(plan.workers))]
 
     # --- command lines ---------------------------------------------------------------------
 
@@ -112,29 +175,23 @@ class LocalServing:
                 "--heartbeat-interval", str(self.plan.heartbeat_interval)]
         if self.plan.api_key_env:
             argv += ["--api-key-env", self.plan.api_key_env]
-        argv += ["--model-name", self.served_model_name()]
+        for served in self.plan.served():  # known before their workers register
+            argv += ["--model-name", served.name]
         return [*argv, *self.plan.controller_args]
 
     def served_model_name(self) -> str:
-        """The name the workers will register (the controller knows it before they do)."""
-        if self.plan.model_name:
-            return self.plan.model_name
-        if self.plan.backend == "stub" or not self.plan.model:
-            return "stub"
-        from vicuna_ops.serve.modelfiles import default_model_name
+        """The (first) model's name, as its workers register it."""
+        return self.plan.served()[0].name
 
-        return default_model_name(self.plan.model)
-
-    def _worker_argv(self, index: int, port: int) -> list[str]:
+    def _worker_argv(self, index: int, port: int, served: ServedModel) -> list[str]:
         plan = self.plan
         argv = [*self._base(), "worker", "--controller-url", self.url, "--host", plan.host,
                 "--port", str(port), "--backend", plan.backend,
                 "--max-concurrency", str(plan.max_concurrency),
-                "--worker-id", f"local-{index}-{secrets.token_hex(3)}"]
-        if plan.model:
-            argv += ["--model", plan.model]
-        if plan.model_name:
-            argv += ["--model-name", plan.model_name]
+                "--worker-id", f"local-{index}-{secrets.token_hex(3)}",
+                "--model-name", served.name]
+        if served.model:
+            argv += ["--model", served.model]
         if plan.backend == "stub":
             argv += ["--stub-tokens", str(plan.stub_tokens), "--stub-rate", str(plan.stub_rate)]
         return [*argv, *plan.worker_args]
@@ -248,10 +305,13 @@ class LocalServing:
         self.lifeline.close()
         self.token_path.unlink(missing_ok=True)
 
-    def add_worker(self, extra_args: tuple[str, ...] = ()) -> _Child:
-        """Start one more worker (it registers by itself)."""
+    def add_worker(self, extra_args: tuple[str, ...] = (), served: ServedModel | None = None
+                   ) -> _Child:
+        """Start one more worker of ``served`` (default: the first model); it registers by
+        itself."""
         index = len(self.workers)
-        argv = [*self._worker_argv(index, _free_port(self.plan.host)), *extra_args]
+        argv = [*self._worker_argv(index, _free_port(self.plan.host),
+                                   served or self.plan.served()[0]), *extra_args]
         child = _Child(f"worker-{index}", argv,
                        self.plan.state_dir / "logs" / f"worker-{index}.log")
         self.workers.append(child)

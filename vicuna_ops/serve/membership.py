@@ -1,5 +1,5 @@
 """The worker's side of the registry protocol: find the controller, register, heartbeat,
-drain.
+drain, leave.
 
 * Registration retries with backoff for as long as it takes, so a worker may start before
   its controller (or outlive a controller restart).
@@ -8,6 +8,7 @@ drain.
 * The controller's address is either fixed (``--controller-url``) or read from the bucket
   (``<bucket>/<name>/serve/controller.json``); after a few failed heartbeats the worker reads
   it again, so a controller relaunched at a new address is found.
+* A registration refused for its token (401) raises ``Refused``: the worker stops.
 * The heartbeat interval is the controller's: its reply sets it, so the controller's rule
   "dropped after 3 missed intervals" always matches what the workers do.
 """
@@ -25,6 +26,10 @@ from vicuna_ops.serve.protocol import DrainRequest, Heartbeat, HeartbeatReply, W
 log = logging.getLogger("vops.serve.worker")
 
 REDISCOVER_AFTER = 3  # failed heartbeats before the bucket is asked for a new address
+
+
+class Refused(Exception):
+    """The controller refused the worker token (401): retrying cannot help."""
 
 
 class Membership:
@@ -81,8 +86,8 @@ class Membership:
                     log.info("registered with %s", self.controller)
                     return
                 except PermissionError:
-                    log.error("the controller at %s refused the worker token; check "
-                              "VOPS_WORKER_TOKEN", self.controller)
+                    raise Refused(f"the controller at {self.controller} refused the worker "
+                                  "token") from None
                 except Exception as exc:
                     log.info("registration with %s failed (%s); retrying", self.controller,
                              type(exc).__name__)
@@ -126,6 +131,18 @@ class Membership:
             return True
         except Exception as exc:
             log.warning("could not tell the controller about the drain: %s", exc)
+            return False
+
+    async def leave(self) -> bool:
+        """Tell the controller this worker is gone (after its drain), best effort."""
+        if not self.controller or not self.registered.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._post(
+                "/vops/workers/leave", DrainRequest(worker_id=self.info().worker_id)), 3.0)
+            return True
+        except Exception as exc:  # it expires from the registry after missed heartbeats
+            log.warning("could not deregister from the controller: %s", exc)
             return False
 
     async def close(self) -> None:

@@ -56,29 +56,47 @@ def _controller_parser() -> _Parser:
 
 
 def _worker_parser() -> _Parser:
-    p = _Parser(prog="worker", description="Run a model worker.")
-    p.add_argument("--backend", default="transformers")
-    p.add_argument("--model", default=None)
-    p.add_argument("--model-name", default=None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001)
-    p.add_argument("--advertise-url", default=None)
-    p.add_argument("--controller-url", default=None)
-    p.add_argument("--bucket", default=None)
-    p.add_argument("--name", default=None)
-    p.add_argument("--max-concurrency", type=int, default=4)
-    p.add_argument("--max-queue", type=int, default=64)
-    p.add_argument("--heartbeat-interval", type=float, default=2.0)
-    p.add_argument("--drain-grace", type=float, default=30.0)
-    p.add_argument("--cache-dir", type=Path, default=None)
-    p.add_argument("--worker-id", default=None)
-    p.add_argument("--stub-tokens", type=int, default=32)
-    p.add_argument("--stub-rate", type=float, default=100.0)
-    p.add_argument("--signal-exit-code", type=int, default=0)
-    p.add_argument("--aws-notice-url", default=os.environ.get("VOPS_AWS_NOTICE_URL"))
-    p.add_argument("--gcp-notice-url", default=os.environ.get("VOPS_GCP_NOTICE_URL"))
-    p.add_argument("--notice-poll-seconds", dest="notice_poll", type=float, default=5.0)
+    p = _Parser(prog="vops serve worker", description=(
+        "Serve one model and join a running controller (local or cloud) as one of its "
+        f"workers. Needs ${WORKER_TOKEN_ENV}: the controller's worker token. SIGTERM drains: "
+        "no new requests, in-flight ones finish, the worker leaves the registry, exit 0."))
+    hide = argparse.SUPPRESS
+    p.add_argument("--controller-url", default=None, metavar="URL",
+                   help="The controller, e.g. http://10.0.0.5:8000 (or find it with --bucket "
+                   "and --name).")
+    p.add_argument("--model", default=None, metavar="PATH_OR_URI",
+                   help="HF model folder or bucket URI (e.g. s3://b/runs/r1/final).")
+    p.add_argument("--model-name", default=None, metavar="NAME",
+                   help="The name clients ask for (default: the run or folder name).")
+    p.add_argument("--backend", default="transformers",
+                   help="transformers, vllm, or stub (fixed tokens, no model).")
+    p.add_argument("--host", default=None, help="Listen address (default 127.0.0.1 when the "
+                   "controller is on loopback, else 0.0.0.0).")
+    p.add_argument("--port", type=int, default=8001, help="Listen port (default 8001).")
+    p.add_argument("--advertise-url", default=None, metavar="URL",
+                   help="How the controller reaches this worker (default: http://ADDRESS:PORT,"
+                   " ADDRESS being --host, else $VOPS_PUBLIC_HOST, else this machine's "
+                   "address on the interface that routes to the controller).")
+    p.add_argument("--max-concurrency", type=int, default=4,
+                   help="Generations run at once (default 4).")
+    p.add_argument("--max-queue", type=int, default=64, help="Requests that may wait.")
+    p.add_argument("--drain-grace", type=float, default=30.0,
+                   help="Seconds in-flight requests get after SIGTERM (default 30).")
+    p.add_argument("--bucket", default=None, help="With --name: read the controller's address "
+                   "that a cloud deployment publishes there.")
+    p.add_argument("--name", default=None, help="The deployment name (with --bucket).")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="Where bucket models are downloaded (default $VOPS_HOME/cache/models).")
     p.add_argument("--log-level", default="WARNING")
+    p.add_argument("--heartbeat-interval", type=float, default=2.0, help=hide)
+    p.add_argument("--worker-id", default=None, help=hide)
+    p.add_argument("--stub-tokens", type=int, default=32, help=hide)
+    p.add_argument("--stub-rate", type=float, default=100.0, help=hide)
+    p.add_argument("--signal-exit-code", type=int, default=0, help=hide)
+    p.add_argument("--aws-notice-url", default=os.environ.get("VOPS_AWS_NOTICE_URL"), help=hide)
+    p.add_argument("--gcp-notice-url", default=os.environ.get("VOPS_GCP_NOTICE_URL"), help=hide)
+    p.add_argument("--notice-poll-seconds", dest="notice_poll", type=float, default=5.0,
+                   help=hide)
     return p
 
 
@@ -156,6 +174,14 @@ def run_worker(argv: list[str]) -> int:
     if not args.controller_url and not (args.bucket and args.name):
         raise UserError("a worker needs to find its controller",
                         hint="pass --controller-url, or --bucket and --name")
+    from vicuna_ops.serve import advertise
+
+    controller_url = (advertise.check_url("--controller-url", args.controller_url)
+                      if args.controller_url else None)
+    host = args.host or advertise.default_host(controller_url)
+    advertise_url = (advertise.check_url("--advertise-url", args.advertise_url)
+                     if args.advertise_url else
+                     advertise.advertised_url(host, args.port, controller_url))
     from vicuna_ops.serve.server import configure_logging
     from vicuna_ops.serve.worker import WorkerSettings, run_worker as serve
 
@@ -163,8 +189,8 @@ def run_worker(argv: list[str]) -> int:
     extra = {"worker_id": args.worker_id} if args.worker_id else {}
     settings = WorkerSettings(
         worker_token=_secret(WORKER_TOKEN_ENV, "the worker token"), backend=args.backend,
-        model=args.model, model_name=args.model_name, host=args.host, port=args.port,
-        advertise_url=args.advertise_url, controller_url=args.controller_url,
+        model=args.model, model_name=args.model_name, host=host, port=args.port,
+        advertise_url=advertise_url, controller_url=controller_url,
         bucket=args.bucket, name=args.name, max_concurrency=args.max_concurrency,
         max_queue=args.max_queue, heartbeat_interval=args.heartbeat_interval,
         drain_grace=args.drain_grace,

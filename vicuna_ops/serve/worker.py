@@ -9,7 +9,8 @@ carries ``vops_resume``.
 Lifecycle: load the model, listen, register (retrying until a controller answers), heartbeat.
 On SIGTERM or a spot preemption notice it drains: tells the controller, answers new requests
 with 503 "draining" (the controller retries them elsewhere), lets in-flight generations finish
-within ``drain_grace`` seconds, then exits 0.
+within ``drain_grace`` seconds, leaves the registry, then exits 0. A controller that refuses
+the worker token ends the worker at once (exit 2, one line): retrying cannot fix a token.
 """
 
 
@@ -27,13 +28,15 @@ from typing import Any, AsyncIterator
 from vicuna_ops import template
 from vicuna_ops.errors import UserError
 from vicuna_ops.serve import protocol
+from vicuna_ops.serve.advertise import advertised_url
 from vicuna_ops.serve.backends import GenerationParams, GenerationStats, load_backend
 from vicuna_ops.serve.bodies import bearer_in, parse_body, read_body
 from vicuna_ops.serve.error_handlers import install_error_handlers
-from vicuna_ops.serve.membership import Membership
+from vicuna_ops.serve.membership import Membership, Refused
 from vicuna_ops.serve.protocol import ApiError
 
 log = logging.getLogger("vops.serve.worker")
+WORKER_TOKEN_ENV = "VOPS_WORKER_TOKEN"
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 
 
@@ -92,7 +95,8 @@ def create_app(settings: WorkerSettings, backend: Any = None) -> Any:
         settings.backend, model=settings.model, model_name=settings.model_name,
         cache_dir=settings.cache_dir.expanduser(), stub_tokens=settings.stub_tokens,
         stub_rate=settings.stub_rate)
-    advertise = settings.advertise_url or f"http://{_advertised_host(settings.host)}:{settings.port}"
+    advertise = settings.advertise_url or advertised_url(settings.host, settings.port,
+                                                         settings.controller_url)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -318,22 +322,21 @@ def _resolver(settings: WorkerSettings) -> Any:
     raise ValueError("a worker needs --controller-url, or --bucket and --name")
 
 
-def _advertised_host(host: str) -> str:
-    if host in ("0.0.0.0", "::", ""):
-        from vicuna_ops.serve import discovery
-
-        return discovery.public_host()
-    return host
-
-
 async def _after_listening(app: Any, work: Any) -> None:
-    """Run ``work`` once uvicorn is accepting connections (lifespan starts before that)."""
+    """Run ``work`` once uvicorn is accepting connections (lifespan starts before that).
+    A refused token stops the server: retrying cannot fix it (``run_worker`` says why)."""
     for _ in range(200):
         server = getattr(app.state, "server", None)
         if server is None or server.started:
             break
         await asyncio.sleep(0.05)
-    await work
+    try:
+        await work
+    except Refused as exc:
+        app.state.refused = exc
+        server = getattr(app.state, "server", None)
+        if server is not None:
+            server.should_exit = True
 
 
 async def drain(app: Any, server: Any = None, reason: str = "SIGTERM") -> None:
@@ -350,6 +353,7 @@ async def drain(app: Any, server: Any = None, reason: str = "SIGTERM") -> None:
         await asyncio.sleep(0.05)
     if state.in_flight:
         log.warning("drain grace over with %d request(s) still running", state.in_flight)
+    await app.state.membership.leave()  # gone from the registry now, not at its expiry
     if server is not None:
         server.should_exit = True
 
@@ -401,4 +405,8 @@ def run_worker(settings: WorkerSettings) -> int:
 
     serve(app, settings.host, settings.port, on_signal=on_signal,
           graceful_timeout=settings.drain_grace + 5, sock=sock)
+    refused = getattr(app.state, "refused", None)
+    if refused is not None:
+        raise UserError(str(refused), hint=f"export {WORKER_TOKEN_ENV} with the token the "
+                        "controller was started with")
     return settings.signal_exit_code
