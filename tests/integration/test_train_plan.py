@@ -165,3 +165,38 @@ def test_preemption_history_reorders_the_zones_by_default(sky_offline, capsys):
     code, _, err = run_vops(capsys, "train", "--dry-run", "--order", "random", "--bucket",
                             BUCKET, "--data", DATA, "--name", "bad-order")
     assert code == 2 and "--order 'random'" in err
+
+
+def test_gpus_auto_trains_on_the_cheapest_per_token_gpus_that_hold_the_model(sky_offline,
+                                                                                capsys):
+    from vicuna_ops.launch.workload import ASSUMED_TOKENS_PER_S
+
+    plan = dry_run(capsys, "--gpus", "auto", "--recipe", "vicuna-13b", name="auto")
+    auto = plan["gpus_auto"]
+    assert plan["resources"]["gpus"] == auto["gpus"]
+    assert {c["spot_price"] for c in plan["candidates"][:1]} == {auto["choice"]["spot_price"]}
+
+    def per_token(choice):
+        name, _, count = choice["gpus"].partition(":")
+        return choice["spot_price"] / (ASSUMED_TOKENS_PER_S[name] * int(count))
+
+    assert per_token(auto["choice"]) <= per_token(auto["runner_up"])
+    need = float(auto["need"].split("= ")[1].split(" GiB")[0])
+    assert need <= auto["choice"]["memory_gib"] * 0.9
+    code, _, err = run_vops(capsys, "train", "--dry-run", "--gpus", "auto", "--recipe", "tiny",
+                            "--bucket", BUCKET, "--data", DATA, "--name", "auto-tiny")
+    assert code == 2 and "model.params_b" in err
+
+
+@pytest.mark.parametrize("precision, low, high", [("int4", 20, 30), ("bf16", 30, 200)])
+def test_gpus_auto_for_a_13b_server_by_precision(sky_offline, precision, low, high):
+    from vicuna_ops.launch import gpu_fit
+
+    shape = gpu_fit.shape_from_config({
+        "hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 40,
+        "intermediate_size": 13824, "vocab_size": 32000}, precision)
+    best, runner_up, need = gpu_fit.choose(lambda count: gpu_fit.serve_need(shape, 2048, 4),
+                                           (1,), ("aws", "gcp"))
+    assert low <= best.memory_gib <= high and best.gpus.endswith(":1")
+    assert gpu_fit.fits(need, best.memory_gib)
+    assert runner_up is not None and runner_up.spot_price >= best.spot_price

@@ -33,8 +33,8 @@ def train(
     spot: Optional[bool] = typer.Option(None, "--spot/--on-demand",
                                         help="Spot instances (default) or on-demand."),
     gpus: Optional[str] = typer.Option(None, "--gpus",
-                                       help="NAME:COUNT per node, e.g. A100:8 (default: the "
-                                            "recipe's)."),
+                                       help="NAME:COUNT per node, e.g. A100:8, or auto: the "
+                                            "cheapest that fits (default: the recipe's)."),
     clouds: Optional[str] = typer.Option(None, "--clouds", help="Comma-separated: aws,gcp."),
     regions: Optional[str] = typer.Option(None, "--regions",
                                           help="Only these regions (comma-separated)."),
@@ -172,6 +172,12 @@ def _render_plan(prepared) -> None:  # prepared: trainer.PreparedRun
         lines.append(f"on demand: {_usd(est.ondemand_cost)} at {_usd(est.ondemand_hourly)}/h"
                      f"{where} (the cheapest on-demand zone of {', '.join(req.clouds)})"
                      f"{saving}")
+    if prepared.gpu_choice is not None:
+        auto = prepared.gpu_choice
+        runner = (f"; runner-up {auto.runner_up['gpus']} at {_usd(auto.runner_up['spot_price'])}"
+                  f"/h" if auto.runner_up else "")
+        lines.append(f"--gpus auto: {auto.gpus} at {_usd(auto.choice['spot_price'])}/h, the "
+                     f"cheapest per trained token whose memory holds {auto.need}{runner}")
     if prepared.order is not None and req.use_spot:
         lines.append(f"order: {prepared.order.describe()}")
     lines.append(f"hours from: {est.basis}")

@@ -53,6 +53,7 @@ class TrainRequest:
     max_candidates: int = DEFAULT_CAP  # zones in the task's ordered list
     min_per_cloud: int = DEFAULT_MIN_PER_CLOUD  # ... at least this many of each cloud
     order: str | None = None  # --order price|expected; None: expected once there is history
+    gpus_auto: bool = False  # --gpus auto: prepare() picks the GPUs (gpu_fit)
 
     @property
     def machine(self) -> str:
@@ -79,11 +80,15 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
     import os
 
     environ = os.environ if environ is None else environ
-    gpus_spec = parse_gpus(gpus) if gpus else None
+    gpus_auto = bool(gpus) and gpus.strip().lower() == "auto"
+    gpus_spec = parse_gpus(gpus) if gpus and not gpus_auto else None
     on_slurm = slurm.parse(clouds)
     cloud_list = on_slurm or parse_clouds(clouds)
     region_list = parse_names(regions, "--regions")
     zone_list = parse_names(zones, "--zones")
+    if on_slurm and gpus_auto:
+        raise UserError("--gpus auto picks from the clouds' catalogs, not a Slurm cluster",
+                        hint="pass --gpus NAME:COUNT, or leave it out for a CPU node")
     if on_slurm and (region_list or zone_list):
         raise UserError("--regions/--zones do not apply to Slurm",
                         hint="name the cluster with --clouds slurm/CLUSTER")
@@ -118,7 +123,7 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
         max_cost=max_cost, envs=user_envs, secret_names=secret_names,
         cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None,
         max_candidates=max_candidates, min_per_cloud=min_per_cloud,
-        order=parse_order(order))
+        order=parse_order(order), gpus_auto=gpus_auto)
 
 
 def default_run_id(recipe_name: str) -> str:

@@ -21,7 +21,7 @@ from vicuna_ops.config import run_dir as make_run_dir
 from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
 from vicuna_ops.launch import ordering, sky_sdk, slurm
-from vicuna_ops.launch.accelerators import canonical_gpus
+from vicuna_ops.launch.accelerators import canonical_gpus, parse_gpus
 from vicuna_ops.launch.candidates import Candidate, cheapest_ondemand, zone_candidates
 from vicuna_ops.launch.ordering import OrderBasis
 from vicuna_ops.launch.plan import Estimate, estimate
@@ -50,6 +50,7 @@ class PreparedRun:
     estimate: Estimate
     install: NodeInstall
     order: OrderBasis | None = None  # None on Slurm: one place, nothing to order
+    gpu_choice: AutoGpus | None = None  # --gpus auto: what was picked and why
 
     def summary(self) -> dict[str, Any]:
         """What ``--json`` prints and the ledger keeps (names only for secrets)."""
@@ -75,6 +76,7 @@ class PreparedRun:
             "placement": {**self.placement.__dict__, "infra": self.placement.infra},
             "estimate": self.estimate.to_dict(),
             "order": asdict(self.order) if self.order else None,
+            "gpus_auto": self.gpu_choice.to_dict() if self.gpu_choice else None,
             "max_cost": req.max_cost,
             "max_steps": req.max_steps,
             "envs": dict(req.envs),
@@ -91,13 +93,18 @@ def prepare(request: TrainRequest) -> PreparedRun:
     report = _read_report_in_background(request.data or request.recipe.data.path)
     baseline: Candidate | None = None
     order: _Ordering | None = None
+    gpu_choice: AutoGpus | None = None
     if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
         gpus, candidates = request.gpus, []
     else:
         start_catalog_warmup(request.clouds)
         # Canonical name first (cheap); a name or count no cloud offers is explained by
         # zone_candidates when it finds nothing, so the happy path asks the catalog once.
-        gpus = canonical_gpus(request.gpus, request.clouds)
+        if request.gpus_auto:
+            gpu_choice = _auto_gpus(request)
+            gpus = parse_gpus(gpu_choice.gpus)
+        else:
+            gpus = canonical_gpus(request.gpus, request.clouds)
         request = _with_gpus(request, gpus)
         order = _order(request, gpus)
         candidates = zone_candidates(gpus, request.clouds, regions=request.regions,
@@ -137,7 +144,8 @@ def prepare(request: TrainRequest) -> PreparedRun:
                                          num_nodes=request.num_nodes,
                                          ondemand_baseline=baseline,
                                          work=_workload(request, gpus, report)),
-                       install=install, order=order.basis if order else None)
+                       install=install, order=order.basis if order else None,
+                       gpu_choice=gpu_choice)
 
 
 def launch(prepared: PreparedRun, environ: Mapping[str, str]) -> int:
@@ -197,6 +205,42 @@ def _read_report_in_background(data_uri: str | None) -> Future:
     future = pool.submit(read_data_report, data_uri)
     pool.shutdown(wait=False)
     return future
+
+
+@dataclass(frozen=True)
+class AutoGpus:
+    """``--gpus auto``'s pick, the runner-up and the memory arithmetic behind them."""
+
+    gpus: str
+    need: str
+    choice: dict
+    runner_up: dict | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _auto_gpus(request: TrainRequest) -> AutoGpus:
+    """The GPUs that train the recipe cheapest per token among those whose memory holds its
+    sharded model states (gpu_fit.train_need), at 1, 2, 4 or 8 per node."""
+    from vicuna_ops.launch import gpu_fit
+    from vicuna_ops.launch.workload import ASSUMED_TOKENS_PER_S
+
+    params_b = request.recipe.model.params_b
+    if not params_b:
+        raise UserError(f"--gpus auto needs the recipe's model size; {request.recipe.name!r} "
+                        "has no model.params_b", hint="add model.params_b to the recipe or "
+                                                     "pass --gpus NAME:COUNT")
+
+    def dollars_per_token(choice: gpu_fit.GpuChoice) -> float:
+        name, _, count = choice.gpus.partition(":")
+        return choice.spot_price / (ASSUMED_TOKENS_PER_S.get(name, 1.0) * int(count))
+
+    best, runner_up, need = gpu_fit.choose(
+        lambda count: gpu_fit.train_need(params_b, count), (1, 2, 4, 8), request.clouds,
+        cost_of=dollars_per_token)
+    return AutoGpus(gpus=best.gpus, need=need.describe(), choice=best.to_dict(),
+                    runner_up=runner_up.to_dict() if runner_up else None)
 
 
 @dataclass(frozen=True)
