@@ -137,3 +137,39 @@ def test_unknown_run_is_a_user_error():
 
     with Ledger() as ledger, pytest.raises(UserError, match="unknown run"):
         sync_runs(ledger, ["nope"], queue=None)
+
+
+def test_the_report_bills_what_skypilot_saw_around_the_attempts(tmp_path):
+    """Synced job times widen the attempts: attempt 1 from SkyPilot's launch (the trainer
+    started 5 min later), attempt 2 from its recovery, and to the job's end."""
+    from vicuna_ops.cost.collect import RunPrices, run_costs
+
+    bucket = str(tmp_path / "bucket")
+    store = open_store(bucket).child("run-w")
+    write_segment(store, seg("run-w", "w-1", 0.1, 1, status="preempted", first_step=0,
+                             steps=10, train_start=T0 + 0.2 * HOUR))
+    write_segment(store, seg("run-w", "w-2", 1.5, 2, attempt=2, first_step=10, steps=20,
+                             start_source="setup", train_start=T0 + 1.6 * HOUR))
+    queue = FakeQueue([{"job_id": 9, "status": FakeStatus.SUCCEEDED, "recovery_count": 1,
+                        "submitted_at": T0 - 600, "start_at": T0,
+                        "last_recovered_at": T0 + 1.4 * HOUR, "end_at": T0 + 2.01 * HOUR}])
+    table = PriceTable(prices=[PriceEntry(cloud="aws", zone="us-east-1d", region="us-east-1",
+                                          instance_type="p4d.24xlarge", spot=True,
+                                          price_per_hour=2.0)])
+    with Ledger() as ledger:
+        ledger.add_run("run-w", "train", "running", bucket=bucket, job_ids=[9])
+        sync_runs(ledger, queue=queue)
+        assert ledger.get_run("run-w")["data"]["managed_jobs"]["9"]["last_recovered_at"] == \
+            T0 + 1.4 * HOUR
+        (run,), problems = run_costs(ledger, ["run-w"],
+                                     prices=RunPrices(catalog=lambda q: table(q)))
+    assert not problems
+    first, second = run.segments
+    assert first.start == T0 and first.start_source == "skypilot"
+    assert first.startup_hours == pytest.approx(0.2)
+    assert second.start == pytest.approx(T0 + 1.4 * HOUR)
+    assert second.end == pytest.approx(T0 + 2.01 * HOUR)
+    assert second.startup_hours == pytest.approx(0.2)
+    assert first.redone_steps == 0
+    assert run.node_hours == pytest.approx(1.0 + 0.61)
+    assert run.cost == pytest.approx(2.0 * 1.61)
