@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from fixtures.network import free_port
 from fixtures.services import S3_ENV, bucket_name
+
 from vicuna_ops.segments import read_segments
 from vicuna_ops.storage import open_store
 from vicuna_ops.train.heartbeat import SegmentHeartbeat

@@ -197,8 +197,12 @@ class SegmentHeartbeat:
     def _check_budget(self, record: SegmentRecord) -> None:
         if self._prices is None or self._max_cost is None or self._flag is None:
             return
-        from vicuna_ops.cost.budget import (burn_rate, cost_so_far, stop_deadline,
-                                            stop_reserve_s)
+        from vicuna_ops.cost.budget import (
+            burn_rate,
+            cost_so_far,
+            stop_deadline,
+            stop_reserve_s,
+        )
 
         others = [r for r in self._earlier if r.segment_id != record.segment_id]
         try:
