@@ -118,11 +118,14 @@ def _delta_entry(torch: Any, name: str, wanted: Any, info: TensorInfo,
         return entry, wanted
     base = read_tensors(base_index, [name])[name]
     wide_dtype = _torch_dtype(torch, wide)
-    delta = wanted.to(wide_dtype) - base.to(wide_dtype)
-    back = (base.to(wide_dtype) + delta).to(wanted.dtype)
-    if not _bitwise_equal(torch, back, wanted):
-        entry["kind"] = "full"
-        return entry, wanted
+    delta = torch.empty(wanted.shape, dtype=wide_dtype)
+    for rows in _chunks(wanted.shape):  # a few MB of wide temporaries at a time
+        part = delta[rows]
+        part.copy_(wanted[rows]).sub_(base[rows].to(wide_dtype))
+        back = (base[rows].to(wide_dtype) + part).to(wanted.dtype)
+        if not _bitwise_equal(torch, back, wanted[rows]):
+            entry["kind"] = "full"
+            return entry, wanted
     entry.update(kind="delta", delta_dtype=wide, base_dtype=base_info.dtype,
                  base_sha256=tensor_digest(base))
     return entry, delta
@@ -219,8 +222,10 @@ def _build(manifest: dict[str, Any], store: Any, base_index: dict[str, TensorInf
                         f"base {base} is not the model this delta was made against: tensor "
                         f"{name} differs", hint=f"pass the base the delta was made from "
                                                 f"({manifest.get('base', '?')})")
-                wide = _torch_dtype(torch, entry["delta_dtype"])
-                stored = (original.to(wide) + stored).to(_torch_dtype(torch, entry["dtype"]))
+                result = torch.empty(stored.shape, dtype=_torch_dtype(torch, entry["dtype"]))
+                for rows in _chunks(stored.shape):
+                    result[rows] = stored[rows] + original[rows].to(stored.dtype)
+                stored = result
             writer.add(name, stored)
         path.unlink()
         progress(f"applied {shard['file']}")
@@ -314,6 +319,15 @@ def _upload_folder(folder: Path, store: Any) -> None:
         store.put_file(path.relative_to(folder).as_posix(), path)
     manifest = build_manifest(folder, None, time.time())
     store.put_bytes("MANIFEST.json", manifest.to_json())
+
+
+def _chunks(shape: Any, elements: int = 1 << 20) -> list[Any]:
+    """Row blocks of about ``elements`` values (the whole tensor when it is 0-d)."""
+    if not len(shape):
+        return [...]
+    per_row = max(1, int(__import__("math").prod(shape[1:])))
+    step = max(1, elements // per_row)
+    return [slice(start, start + step) for start in range(0, shape[0], step)] or [...]
 
 
 def _torch_dtype(torch: Any, name: str) -> Any:
