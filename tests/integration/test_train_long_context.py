@@ -31,8 +31,6 @@ def _train(capsys, bucket) -> dict:
     return json.loads(out)
 
 
-
-
 def test_every_sample_runs_past_the_base_positions():
     recipe = load_recipe("tiny-16k")
     tokenizer = build_tiny_tokenizer()
