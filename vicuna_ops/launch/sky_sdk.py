@@ -20,7 +20,7 @@ from vicuna_ops.errors import CloudError
 # What `vops status` shows; asking for these only keeps the reply small (no task YAMLs).
 QUEUE_FIELDS = ("job_id", "task_id", "job_name", "task_name", "status", "recovery_count",
                 "cloud", "region", "zone", "resources", "cluster_resources", "submitted_at",
-                "start_at", "end_at", "job_duration", "failure_reason")
+                "start_at", "last_recovered_at", "end_at", "job_duration", "failure_reason")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class ManagedJob:
     job_duration: float | None  # seconds the job has run (excludes recovery gaps)
     failure_reason: str | None = None
     start_at: float | None = None  # when the job first started running
+    last_recovered_at: float | None = None  # when its latest relaunch started (billing)
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -106,7 +107,8 @@ def _to_job(record: Any) -> ManagedJob:
         resources=get("cluster_resources") or get("resources"),
         submitted_at=get("submitted_at"), end_at=get("end_at") or None,
         job_duration=get("job_duration"), failure_reason=get("failure_reason"),
-        start_at=get("start_at") or None)
+        start_at=get("start_at") or None,
+        last_recovered_at=get("last_recovered_at") or None)
 
 
 @contextmanager

@@ -78,15 +78,18 @@ def test_queue_reads_skypilot_records(sky_offline, monkeypatch):
     record = ManagedJobRecord(job_id=5, job_name="run-s", status=ManagedJobStatus.RECOVERING,
                               recovery_count=3, cloud="GCP", region="us-central1",
                               zone="us-central1-a", cluster_resources="1x GCP(A100:8)",
-                              submitted_at=1.0, end_at=0.0, job_duration=60.0)
+                              submitted_at=1.0, end_at=0.0, job_duration=60.0,
+                              last_recovered_at=50.0)
     api = Requests(monkeypatch, sky_offline.sky, result=([record], 1, {}, 1))
     (got,) = sky_sdk.queue([5])
     assert got == sky_sdk.ManagedJob(job_id=5, name="run-s", status="RECOVERING",
                                      recovery_count=3, cloud="GCP", region="us-central1",
                                      zone="us-central1-a", resources="1x GCP(A100:8)",
-                                     submitted_at=1.0, end_at=None, job_duration=60.0)
+                                     submitted_at=1.0, end_at=None, job_duration=60.0,
+                                     last_recovered_at=50.0)
     ((kind, _, kwargs),) = api.sent
     assert kind == "queue" and kwargs["job_ids"] == [5] and "status" in kwargs["fields"]
+    assert "last_recovered_at" in kwargs["fields"]  # billing widens attempts with it
     plain = {"job_id": 6, "task_name": "t", "status": "SUCCEEDED", "recovery_count": None}
     Requests(monkeypatch, sky_offline.sky, result=[plain])
     (got,) = sky_sdk.queue()
