@@ -89,9 +89,11 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
     if on_slurm and gpus_auto:
         raise UserError("--gpus auto picks from the clouds' catalogs, not a Slurm cluster",
                         hint="pass --gpus NAME:COUNT, or leave it out for a CPU node")
-    if on_slurm and (region_list or zone_list):
-        raise UserError("--regions/--zones do not apply to Slurm",
+    if on_slurm and region_list:
+        raise UserError("--regions do not apply to Slurm",
                         hint="name the cluster with --clouds slurm/CLUSTER")
+    if on_slurm and zone_list:
+        slurm.check_partitions(on_slurm, zone_list)
     if num_nodes < 1:
         raise UserError(f"--num-nodes must be at least 1, not {num_nodes}")
     if max_restarts_on_errors < 0:

@@ -21,6 +21,9 @@ What differs from a cloud run, and why:
   extra indexes, find-links, constraint files) are passed on, for pip and for uv, and torch
   is pinned to the launching machine's version, so every attempt of a run trains on the
   same torch and a local CPU wheel is not swapped for a multi-GB download.
+* **Partitions are zones.** SkyPilot treats a cluster's partitions as its zones
+  (``infra: slurm/<cluster>/<partition>``): ``--zones p1,p2`` with ``--clouds slurm/CLUSTER``
+  becomes an ``ordered`` list, tried in that order at launch and at every recovery.
 * **Serving.** Slurm cannot open ports and packs several tasks onto one node: the
   controller listens on ``--port`` and worker ``i`` on ``--port + 1 + i``.
 """
@@ -110,6 +113,16 @@ def infra(clouds: Sequence[str]) -> str:
     return next(c for c in clouds if is_slurm(c))
 
 
+def check_partitions(clouds: Sequence[str], partitions: Sequence[str]) -> None:
+    """``--zones`` on Slurm names partitions of one named cluster."""
+    if infra(clouds) == SLURM:
+        raise UserError("--zones on Slurm names partitions of one cluster",
+                        hint="name the cluster: --clouds slurm/CLUSTER --zones P1,P2")
+    bad = [p for p in partitions if not _NAME.match(p)]
+    if bad:
+        raise UserError(f"--zones: {bad[0]!r} is not a Slurm partition name")
+
+
 def node_size(environ: Mapping[str, str] | None = None) -> NodeSize:
     """The CPU node a run without ``--gpus`` asks for."""
     environ = os.environ if environ is None else environ
@@ -118,9 +131,12 @@ def node_size(environ: Mapping[str, str] | None = None) -> NodeSize:
 
 
 def resources(base: Mapping[str, Any], clouds: Sequence[str], node: NodeSize | None,
-              gpus: str | None) -> dict[str, Any]:
-    """The task's ``resources`` for Slurm, keeping the template's ``job_recovery``."""
+              gpus: str | None, partitions: Sequence[str] | None = None) -> dict[str, Any]:
+    """The task's ``resources`` for Slurm, keeping the template's ``job_recovery``; with
+    ``partitions``, an ``ordered`` list of them (SkyPilot's zones of the cluster)."""
     out: dict[str, Any] = {"infra": infra(clouds)}
+    if partitions:
+        out = {"ordered": [{"infra": f"{infra(clouds)}/{p}"} for p in partitions]}
     if node is not None:
         out.update(cpus=_number(node.cpus), memory=_number(node.memory_gb))
     elif gpus:
@@ -195,11 +211,11 @@ def setup_script(inner: str) -> str:
 
 
 def adapt_task(task: dict[str, Any], clouds: Sequence[str], *, node: NodeSize | None,
-               gpus: str | None, envs: Mapping[str, str], recipe_mount: str | None = None
-               ) -> dict[str, Any]:
+               gpus: str | None, envs: Mapping[str, str], recipe_mount: str | None = None,
+               partitions: Sequence[str] | None = None) -> dict[str, Any]:
     """A cloud task dict (as the launcher builds it) turned into its Slurm form."""
     out = dict(task)
-    out["resources"] = resources(task.get("resources") or {}, clouds, node, gpus)
+    out["resources"] = resources(task.get("resources") or {}, clouds, node, gpus, partitions)
     task_envs = dict(task.get("envs") or {})
     task_envs.update(envs)
     if node is not None:
@@ -228,7 +244,8 @@ def train_task(task: dict[str, Any], request: Any) -> dict[str, Any]:
 
     return adapt_task(task, request.clouds, node=request.cpu_node,
                       gpus=None if request.cpu_node else str(request.gpus),
-                      envs=launching_machine_envs(), recipe_mount=CLOUD_RECIPE_PATH)
+                      envs=launching_machine_envs(), recipe_mount=CLOUD_RECIPE_PATH,
+                      partitions=request.zones)
 
 
 def serve_task(task: dict[str, Any], clouds: Sequence[str], *, port: int) -> dict[str, Any]:
@@ -246,14 +263,16 @@ def worker_port(api_port: int, index: int) -> int:
     return api_port + 1 + index
 
 
-def candidate(placement: Any) -> Any:
-    """The one place of a Slurm run (the cluster and partition SkyPilot's optimizer picked,
-    priced by the ``slurm.pricing`` of ~/.sky/config.yaml), as a launch Candidate."""
+def candidates(placement: Any, partitions: Sequence[str] | None = None) -> list[Any]:
+    """The places of a Slurm run as launch Candidates, priced by the ``slurm.pricing`` of
+    ~/.sky/config.yaml: the cluster and partition SkyPilot's optimizer picked, or each of
+    ``partitions`` in order (same cluster, same node size, same price)."""
     from vicuna_ops.launch.candidates import Candidate
 
-    return Candidate(cloud=SLURM, region=placement.region or "", zone=placement.zone or "",
-                     instance_type=placement.instance_type or "", spot_price=None,
-                     ondemand_price=placement.hourly_price)
+    zones = list(partitions) if partitions else [placement.zone or ""]
+    return [Candidate(cloud=SLURM, region=placement.region or "", zone=zone,
+                      instance_type=placement.instance_type or "", spot_price=None,
+                      ondemand_price=placement.hourly_price) for zone in zones]
 
 
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:

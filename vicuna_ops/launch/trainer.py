@@ -131,7 +131,7 @@ def prepare(request: TrainRequest) -> PreparedRun:
         task_yaml = write_task_yaml(folder, "task", task)
         placement = validate_task_file(task_yaml).placement
         if on_slurm:
-            candidates = [slurm.candidate(placement)]
+            candidates = slurm.candidates(placement, request.zones)
         _check_placement(placement, candidates)
     except BaseException:
         if not existed:

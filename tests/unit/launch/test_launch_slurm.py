@@ -104,6 +104,27 @@ def test_adapt_task_turns_a_cloud_task_into_a_slurm_one():
     gpu = slurm.adapt_task(cloud_task, ("slurm/big",), node=None, gpus="A100:8", envs={})
     assert gpu["resources"]["accelerators"] == "A100:8"
     assert gpu["resources"]["infra"] == "slurm/big" and "cpus" not in gpu["resources"]
+    # partitions are the cluster's zones: an ordered list, tried in this order
+    two = slurm.adapt_task(cloud_task, ("slurm/big",), node=slurm.NodeSize(1, 2), gpus=None,
+                           envs={}, partitions=("debug", "spare"))
+    assert two["resources"]["ordered"] == [{"infra": "slurm/big/debug"},
+                                           {"infra": "slurm/big/spare"}]
+    assert "infra" not in two["resources"] and two["resources"]["cpus"] == 1
+    assert two["resources"]["job_recovery"] == cloud_task["resources"]["job_recovery"]
+
+
+def test_slurm_zones_are_partitions_of_a_named_cluster(tmp_path):
+    req = build_request(recipe="tiny", bucket=str(tmp_path), gpus=None, clouds="slurm/big",
+                        zones="debug,spare", environ={})
+    assert req.zones == ("debug", "spare")
+    with pytest.raises(UserError, match="names partitions of one cluster"):
+        build_request(recipe="tiny", bucket=str(tmp_path), gpus=None, clouds="slurm",
+                      zones="debug", environ={})
+    placement = type("P", (), {"region": "big", "zone": "debug", "instance_type": "1CPU--2GB",
+                               "hourly_price": 0.05})()
+    assert [c.infra for c in slurm.candidates(placement, req.zones)] == [
+        "slurm/big/debug", "slurm/big/spare"]
+    assert [c.zone for c in slurm.candidates(placement)] == ["debug"]
 
 
 def _fake_user(tmp_path: Path) -> tuple[Path, dict[str, str]]:
