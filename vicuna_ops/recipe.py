@@ -57,8 +57,10 @@ class DataSpec(_Strict):
     path: str | None = None  # JSON/JSONL conversations; `vops train --data` overrides
     eval_path: str | None = None
     max_length: int = Field(2048, gt=0)
-    # Conversations the recipe expects, for the estimate when the data has no report.json.
+    # Conversations the recipe expects, and their average tokens in the template, for the
+    # estimate when the data has no report.json (vicuna_ops/launch/workload.py).
     expected_conversations: int | None = Field(None, gt=0)
+    tokens_per_conversation: int | None = Field(None, gt=0)
 
 
 class TrainSpec(_Strict):

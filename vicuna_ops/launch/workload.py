@@ -6,11 +6,13 @@ from, and the plan prints that:
 * tokens: ``--max-steps`` x global batch x sequence length (an upper bound: a short sample is
   not padded to it); else the training split's token count from the ``report.json`` that
   ``vops data prepare`` writes beside ``train.jsonl``, times the epochs; else the recipe's
-  ``data.expected_conversations`` x ``TOKENS_PER_CONVERSATION``, times the epochs. With none of
+  ``data.expected_conversations`` x its ``data.tokens_per_conversation`` (default
+  ``TOKENS_PER_CONVERSATION``), times the epochs. With none of
   these the recipe's ``expected_hours`` stands (rescaled to the GPU count).
 * tokens/s per GPU: measured, from earlier segments of the same recipe on the same GPU in the
   ledger; else ``ASSUMED_TOKENS_PER_S`` for that GPU, scaled from 7B to the recipe's
-  ``model.params_b`` (training cost grows with the parameter count).
+  ``model.params_b`` (training cost grows with the parameter count) and from 2K tokens to
+  the recipe's sequence length (attention grows with it: ``context_factor``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ASSUMED_TOKENS_PER_S = {
     "T4": 120,
 }
 REFERENCE_PARAMS_B = 7.0
+REFERENCE_LENGTH = 2048  # the sequence length the table's figures are for
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ def tokens_to_train(recipe: Recipe, max_steps: int | None,
                      f"report.json: {train_tokens:,} training tokens x {epochs:g} epochs")
     elif recipe.data.expected_conversations:
         conversations = recipe.data.expected_conversations
-        from_data = (round(conversations * TOKENS_PER_CONVERSATION * epochs),
-                     f"{conversations:,} conversations x {TOKENS_PER_CONVERSATION:,} tokens "
+        per = recipe.data.tokens_per_conversation or TOKENS_PER_CONVERSATION
+        from_data = (round(conversations * per * epochs),
+                     f"{conversations:,} conversations x {per:,} tokens "
                      f"(assumed) x {epochs:g} epochs")
     steps = max_steps or recipe.train.max_steps
     if steps:
@@ -101,8 +105,20 @@ def tokens_per_s_per_gpu(recipe: Recipe, gpus: Gpus,
     params = recipe.model.params_b
     if base is None or not params:
         return None, "no assumption for this GPU or model size"
-    return (base * REFERENCE_PARAMS_B / params,
-            f"assumed for {gpus.name} at {params:g}B parameters")
+    length = recipe.data.max_length
+    return (base * REFERENCE_PARAMS_B / params * context_factor(params, length),
+            f"assumed for {gpus.name} at {params:g}B parameters, {length:,}-token sequences")
+
+
+def context_factor(params_b: float, length: int) -> float:
+    """Throughput at ``length`` relative to the table's 2,048 tokens: FLOPs per token are
+    about 6N + 12 L d s (weights, then attention over the sequence), with L x d ~ 1.7 sqrt(N)
+    for LLaMA shapes (7B: 32 x 4096; 13B: 40 x 5120)."""
+    params = params_b * 1e9
+    layers_x_width = 1.7 * params ** 0.5
+    def flops(seq: int) -> float:
+        return 6 * params + 12 * layers_x_width * seq
+    return flops(REFERENCE_LENGTH) / flops(length)
 
 
 def workload(recipe: Recipe, gpus: Gpus, num_nodes: int, *, max_steps: int | None = None,

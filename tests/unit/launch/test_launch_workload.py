@@ -84,3 +84,15 @@ def test_measured_segments_come_from_earlier_runs_of_the_same_recipe():
         ledger.upsert_segment("r2", "s1", 0, 10, {"accelerators": "A100:8", "tokens": 7})
     found = measured_segments("vicuna-7b", "A100")
     assert [s["tokens"] for s in found] == [5]
+
+
+def test_longer_sequences_train_fewer_tokens_per_second_and_v15_counts_its_own_tokens():
+    from vicuna_ops.launch.workload import context_factor
+
+    assert context_factor(6.7, 2048) == pytest.approx(1.0)
+    assert 0.85 < context_factor(6.7, 4096) < 0.95 and 0.55 < context_factor(6.7, 16384) < 0.75
+    assert context_factor(13.0, 16384) > context_factor(6.7, 16384)  # bigger model, smaller share
+    v1, v15 = load_recipe("vicuna-7b"), load_recipe("vicuna-7b-v1.5")
+    assert workload(v15, A100, 1).tokens_per_s_per_gpu < workload(v1, A100, 1).tokens_per_s_per_gpu
+    long = workload(load_recipe("vicuna-7b-v1.5-16k"), A100, 1)
+    assert long.tokens == 125_000 * 3000 * 3 and "16,384-token" in long.rate_source
