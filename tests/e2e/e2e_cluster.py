@@ -190,6 +190,12 @@ class LocalSlurm:
         ids = [a[0] for a in self.allocations() if a[1].startswith(prefix)]
         return ids[0] if len(ids) == 1 else None
 
+    def partition_of(self, slurm_job_id: str) -> str | None:
+        """The partition (SkyPilot's zone) an allocation runs in, while it is queued."""
+        out = subprocess.run(["squeue", "-h", "-j", slurm_job_id, "-o", "%P"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        return out[0] if out else None
+
     def preempt(self, slurm_job_id: str) -> float:
         """``scancel`` an allocation: to SkyPilot, the node is gone. Returns when it was."""
         t = time.time()

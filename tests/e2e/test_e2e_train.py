@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 # 10 steps), few enough that both trainings take seconds.
 MAX_STEPS = 150
 THREADS = "1"
+PARTITIONS = ("debug", "spare")  # tests/e2e/harness/up.sh: two partitions of the one node
 NODE_VENV = ".vops/venvs/venv-train-s3-gcs"  # vicuna_ops.launch.slurm: per set of extras
 
 
@@ -48,6 +49,7 @@ class PreemptedRun:
     reference_bucket: Path
     reference_run_id: str
     reference: subprocess.CompletedProcess
+    partitions: list[str | None]  # where attempt 1 and attempt 2 ran (squeue's %P)
 
 
 def _latest_step(run_prefix: Path) -> int | None:
@@ -109,11 +111,15 @@ def preempted_run(slurm_cluster: LocalSlurm, e2e_timings: Timings,
     vops = Vops(cluster, vops_home=work / "vops-home", log_dir=work)
 
     t_launch = time.time()
-    launched = vops.json("train", "--clouds", "slurm", "--recipe", "tiny", "--bucket",
-                         f"file://{bucket}", "--name", run_id, "--max-steps", str(MAX_STEPS),
-                         "--env", f"OMP_NUM_THREADS={THREADS}", "--yes")
+    # Two candidates: the cluster's two partitions (SkyPilot's zones of a Slurm cluster).
+    alias = cluster.exports["LOCAL_SLURM_ALIAS"]
+    launched = vops.json("train", "--clouds", f"slurm/{alias}", "--zones", ",".join(PARTITIONS),
+                         "--recipe", "tiny", "--bucket", f"file://{bucket}", "--name", run_id,
+                         "--max-steps", str(MAX_STEPS), "--env", f"OMP_NUM_THREADS={THREADS}",
+                         "--yes")
     job_id = int(launched["job_id"])
     assert launched["placement"]["cloud"] == "slurm"
+    assert [c["zone"] for c in launched["candidates"]] == list(PARTITIONS)
     e2e_timings.add("train: vops train returns", time.time() - t_launch)
 
     reference: list[subprocess.Popen] = []  # the uninterrupted run, once started
@@ -145,6 +151,7 @@ def _preempt_and_recover(cluster: LocalSlurm, vops: Vops, e2e_timings: Timings, 
         allocation = wait_for("the job's Slurm allocation",
                               lambda: cluster.allocation_named(f"{run_id}-{job_id}-"),
                               timeout=60, interval=0.2)
+        partitions = [cluster.partition_of(allocation)]
         t_cancel = cluster.preempt(allocation)
     t_running = watch.first_seen("RUNNING")
     assert t_running is not None, f"never saw the job RUNNING: {watch.history()}"
@@ -170,6 +177,9 @@ def _preempt_and_recover(cluster: LocalSlurm, vops: Vops, e2e_timings: Timings, 
     checkpoint = _latest_step(prefix)
     watch.until({"RUNNING"}, timeout=900, forbidden={"SUCCEEDED", "FAILED", "CANCELLED"})
     e2e_timings.add("train: scancel -> RUNNING again", time.time() - t_cancel)
+    second = cluster.allocation_named(f"{run_id}-{job_id}-")
+    partitions.append(cluster.partition_of(second) if second else None)
+    e2e_timings.note("train: partitions of attempts 1 and 2", partitions)
     watch.until({"SUCCEEDED"}, timeout=900)
     e2e_timings.add("train: scancel -> SUCCEEDED", time.time() - t_cancel)
     e2e_timings.add("train: launch -> SUCCEEDED (total)", time.time() - t_launch)
@@ -181,7 +191,7 @@ def _preempt_and_recover(cluster: LocalSlurm, vops: Vops, e2e_timings: Timings, 
     return PreemptedRun(run_id=run_id, job_id=job_id, bucket=bucket, vops=vops, watch=watch,
                         checkpoint_at_preemption=checkpoint or first,
                         reference_bucket=reference_bucket, reference_run_id=reference_run_id,
-                        reference=done)
+                        reference=done, partitions=partitions)
 
 
 def _train_segments(run: PreemptedRun) -> list[Any]:
@@ -191,6 +201,25 @@ def _train_segments(run: PreemptedRun) -> list[Any]:
     records, problems = read_segments(open_store(f"file://{run.bucket}").child(run.run_id))
     assert not problems
     return sorted((r for r in records if r.kind == "train"), key=lambda r: r.attempt)
+
+
+def test_the_relaunch_goes_back_to_the_preempted_partition_first(
+        preempted_run: PreemptedRun) -> None:
+    """Records where SkyPilot 0.14.1 relaunches: EAGER_NEXT_REGION blocks the previous
+    placement only when the launched resources name no region and no zone
+    (sky/jobs/recovery_strategy.py, EagerFailoverStrategyExecutor.recover), which launched
+    resources always do, so the relaunch starts again from the top of ``ordered``: the
+    partition that was just preempted. vops cannot change that through SkyPilot's public
+    surface (README, "Train on spot"); ``--order expected`` puts zones that are preempted
+    often lower in the list instead."""
+    first, second = preempted_run.partitions
+    assert first == PARTITIONS[0], preempted_run.partitions
+    assert second in PARTITIONS, preempted_run.partitions
+    assert second == PARTITIONS[0], (
+        f"attempt 2 ran in {second}: SkyPilot now skips the preempted zone; update the README "
+        "and this test")
+    zones = [record.zone for record in _train_segments(preempted_run)]
+    assert all(zone in (None, *PARTITIONS) for zone in zones), zones
 
 
 def test_skypilot_recovers_the_preempted_job(preempted_run: PreemptedRun) -> None:

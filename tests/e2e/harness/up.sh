@@ -195,6 +195,7 @@ SlurmctldDebug=info
 SlurmdDebug=info
 NodeName=$NODE NodeAddr=127.0.0.1 $topo RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
+PartitionName=spare Nodes=$NODE MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
   mkdir -p /etc/slurm
   if [ -f "$SLURM_CONF_SYS" ] && ! grep -q "$MARK" "$SLURM_CONF_SYS" && [ ! -e "$SLURM_CONF_SYS.pre-local-slurm" ]; then
