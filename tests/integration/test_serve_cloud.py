@@ -58,7 +58,8 @@ vops = run_vops
 
 
 def serve_flags(*extra: str) -> list[str]:
-    return ["serve", "--model", MODEL, "--clouds", "aws,gcp", "--gpus", "L4:1",
+    model = [] if "--model" in extra else ["--model", MODEL]  # --model repeats add models
+    return ["serve", *model, "--clouds", "aws,gcp", "--gpus", "L4:1",
             "--bucket", BUCKET, "--name", "chat", "--json", *extra]
 
 
@@ -172,6 +173,7 @@ def test_a_failed_launch_records_what_did_launch(sky_offline, capsys, monkeypatc
 
 @pytest.mark.parametrize("extra, needle", [
     (["--model", "/local/folder"], "not in a bucket"),
+    (["--model", MODEL, "--model", "v2=" + MODEL], "a cloud deployment serves one --model"),
     (["--bucket", "/tmp/x"], "--bucket must be an s3:// or gs://"),
     (["--replicas", "0"], "--replicas must be between"),
     (["--ondemand-fallback", "5"], "--ondemand-fallback must be between"),
@@ -184,7 +186,7 @@ def test_a_failed_launch_records_what_did_launch(sky_offline, capsys, monkeypatc
 def test_bad_flags_are_one_line_errors_and_leave_nothing(sky_offline, capsys, monkeypatch,
                                                          extra, needle):
     FakeSky(monkeypatch)
-    code, out, err = vops(capsys, *serve_flags("--dry-run"), *extra)
+    code, out, err = vops(capsys, *serve_flags("--dry-run", *extra))
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (Path(os.environ["VOPS_HOME"]) / "runs" / "chat").exists()
