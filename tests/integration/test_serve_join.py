@@ -185,3 +185,52 @@ def test_two_models_on_one_local_controller_through_the_openai_client(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+def _tiny_model(folder, seed: int) -> None:
+    """A tiny LLaMA and the builtin tokenizer, saved as training saves ``final/``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vicuna_ops.tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=3)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.mark.timeout(240)
+def test_two_real_models_are_named_after_their_folders(tmp_path):
+    alpha, beta = tmp_path / "runs" / "alpha" / "final", tmp_path / "beta"
+    _tiny_model(alpha, 0)
+    _tiny_model(beta, 1)
+    port = _port()
+    env = {**os.environ, "VOPS_HOME": str(tmp_path / "home")}
+    env.pop("VOPS_API_KEYS", None)
+    process = subprocess.Popen(
+        [*VOPS, "serve", "--local", "--model", str(alpha), "--model", str(beta),
+         "--port", str(port), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=die_with_parent())
+    try:
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        client = openai.OpenAI(base_url=json.loads(line)["endpoint"] + "/v1", api_key="x",
+                               max_retries=0)
+        assert sorted(m.id for m in client.models.list()) == ["alpha", "beta"]
+        replies = {}
+        for name in ("alpha", "beta"):
+            reply = client.chat.completions.create(
+                model=name, messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
+                temperature=0)
+            assert reply.model == name and reply.usage.completion_tokens >= 1
+            replies[name] = reply.choices[0].message.content
+        assert replies["alpha"] != replies["beta"]  # two different weights answered
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
