@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Optional
+
 import typer
 
 from vicuna_ops.cli import output
@@ -52,7 +54,11 @@ def serve(
                                     f"(default {API_KEYS_ENV}, if set)."),
     clouds: str = typer.Option(None, "--clouds", help="Comma-separated clouds, e.g. aws,gcp."),
     replicas: int = typer.Option(2, "--replicas", help="Workers to launch (cloud)."),
-    gpus: str = typer.Option("L4:1", "--gpus", help="Accelerator per worker, e.g. L4:1."),
+    gpus: str = typer.Option("L4:1", "--gpus", help="Accelerator per worker, e.g. L4:1, or "
+                             "auto: the cheapest spot GPU that holds the model."),
+    max_model_len: Optional[int] = typer.Option(
+        None, "--max-model-len", help="Context a worker plans its KV cache for (cloud; "
+                                      "default: the model's)."),
     spot: bool = typer.Option(True, "--spot/--on-demand", help="Spot workers (default)."),
     ondemand_fallback: int = typer.Option(0, "--ondemand-fallback", metavar="K",
                                           help="Of the replicas, K run on demand."),
@@ -79,6 +85,8 @@ def serve(
     if local:
         if clouds:
             raise UserError("--local and --clouds cannot be combined", hint="pick one")
+        if max_model_len is not None:
+            raise UserError("--max-model-len plans cloud GPUs", hint="drop it with --local")
         _check_range("--workers", workers, 1, 64)
         _serve_local(list(model or ()), backend, port, workers, model_name, max_concurrency,
                      api_key_env, as_json)
@@ -93,7 +101,8 @@ def serve(
     _launch_cloud(model=model[0] if model else None, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
                   ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
                   model_name=model_name, max_concurrency=max_concurrency, backend=backend,
-                  api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json)
+                  api_key_env=api_key_env, dry_run=dry_run, yes=yes, as_json=as_json,
+                  max_model_len=max_model_len)
 
 
 def _check_range(flag: str, value: int, low: int, high: int) -> None:
@@ -256,7 +265,7 @@ def down(
 
 def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, name, bucket,
                   port, model_name, max_concurrency, backend, api_key_env, dry_run, yes,
-                  as_json) -> None:
+                  as_json, max_model_len=None) -> None:
     import sys
 
     from vicuna_ops.serve import deploy
@@ -265,7 +274,7 @@ def _launch_cloud(*, model, clouds, replicas, gpus, spot, ondemand_fallback, nam
         model=model, clouds=clouds, replicas=replicas, gpus=gpus, spot=spot,
         ondemand_fallback=ondemand_fallback, name=name, bucket=bucket, port=port,
         model_name=model_name, max_concurrency=max_concurrency, backend=backend,
-        api_key_env=api_key_env, environ=os.environ)
+        api_key_env=api_key_env, environ=os.environ, max_model_len=max_model_len)
     if not as_json:
         output.info("validating the tasks with SkyPilot...")
     prepared = deploy.prepare(request)
@@ -303,6 +312,15 @@ def _render_plan(summary: dict) -> None:
     output.stdout.print(output.table(
         f"vops serve {summary['name']}: {summary['model_name']} on {summary['gpus']}",
         ["task", "first zone", "instance", "pricing", "price"], rows))
+    auto = summary.get("gpus_auto")
+    if auto:
+        runner = auto["runner_up"]
+        output.info(f"--gpus auto: {auto['gpus']} ({auto['choice']['memory_gib']:g} GiB, "
+                    f"${auto['choice']['spot_price']:.3f}/h spot) holds {auto['precision']} "
+                    f"weights + KV cache for {auto['max_model_len']:,} tokens x "
+                    f"{summary.get('max_concurrency', '?')}: {auto['need']}"
+                    + (f"; runner-up {runner['gpus']} at ${runner['spot_price']:.3f}/h"
+                       if runner else ""), markup=False)
     if summary["hourly_estimate"] is not None:
         output.info(f"about ${summary['hourly_estimate']:.2f}/h while every task runs in its "
                     "first zone")

@@ -14,6 +14,8 @@ pieces that fills ``stats`` (tokens, finish reason) as it goes.
 
 from __future__ import annotations
 
+import os
+
 import asyncio
 import threading
 from dataclasses import dataclass, field
@@ -231,8 +233,13 @@ class VLLMBackend:
         vllm = adaptors.require("vllm")
         self.model_name = model_name
         self._vllm = vllm
+        # The KV cache vops planned the GPU for (launch/gpu_fit.py): --max-model-len and
+        # --max-concurrency, when the deployment set them.
+        planned = {key: int(os.environ[env]) for key, env in (
+            ("max_model_len", "VOPS_MAX_MODEL_LEN"), ("max_num_seqs", "VOPS_MAX_CONCURRENCY"))
+            if os.environ.get(env, "").isdigit()}
         self.engine = vllm.AsyncLLMEngine.from_engine_args(
-            vllm.AsyncEngineArgs(model=str(folder), served_model_name=model_name))
+            vllm.AsyncEngineArgs(model=str(folder), served_model_name=model_name, **planned))
         transformers = adaptors.transformers()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
         config = transformers.AutoConfig.from_pretrained(str(folder))

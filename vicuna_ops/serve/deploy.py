@@ -36,7 +36,8 @@ MAX_REPLICAS = 64
 def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: bool,
                  ondemand_fallback: int, name: str | None, bucket: str | None, port: int,
                  model_name: str | None, max_concurrency: int, backend: str,
-                 api_key_env: str | None, environ: Mapping[str, str]) -> ServeRequest:
+                 api_key_env: str | None, environ: Mapping[str, str],
+                 max_model_len: int | None = None) -> ServeRequest:
     """Flags -> a request; the cheap checks (no SkyPilot) happen here."""
     from vicuna_ops.launch import parse_clouds, parse_gpus, slurm
 
@@ -62,6 +63,13 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
     if backend == "stub":
         raise UserError("the stub backend is for tests and benchmarks",
                         hint="use --backend transformers or vllm")
+    gpus_auto = gpus.strip().lower() == "auto"
+    if on_slurm and gpus_auto:
+        raise UserError("--gpus auto picks from the clouds' catalogs, not a Slurm cluster",
+                        hint="pass --gpus NAME:COUNT")
+    if max_model_len is not None and not 1 <= max_model_len <= 1_048_576:
+        raise UserError(f"--max-model-len must be a positive number of tokens, not "
+                        f"{max_model_len}")
     served = model_name or default_model_name(model)
     name = check_run_id(name or _default_name(served))
     with_keys = False
@@ -73,7 +81,9 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
         with_keys = True
     return ServeRequest(name=name, model=model.rstrip("/"), model_name=served, bucket=bucket,
                         clouds=on_slurm or parse_clouds(clouds), replicas=replicas,
-                        gpus=parse_gpus(gpus), use_spot=spot and not on_slurm,
+                        gpus=None if gpus_auto else parse_gpus(gpus),
+                        use_spot=spot and not on_slurm, gpus_auto=gpus_auto,
+                        max_model_len=max_model_len,
                         ondemand_fallback=ondemand_fallback, port=port,
                         backend=backend, max_concurrency=max_concurrency,
                         with_api_keys=with_keys)
@@ -92,6 +102,7 @@ class PreparedServe:
     worker_yamls: list[Path]
     placements: list[Any]  # launch.Placement per task: controller, then workers
     first_choices: list[str]  # each worker's first zone
+    gpu_choice: dict[str, Any] | None = None  # --gpus auto: the pick and its arithmetic
 
     def summary(self) -> dict[str, Any]:
         req = self.request
@@ -107,6 +118,8 @@ class PreparedServe:
             "worker_first_choices": self.first_choices,
             "hourly_estimate": _hourly(self.placements),
             "secrets": [WORKER_TOKEN, *([API_KEYS] if req.with_api_keys else [])],
+            "max_model_len": req.max_model_len, "max_concurrency": req.max_concurrency,
+            "gpus_auto": self.gpu_choice,
         }
 
 
@@ -118,11 +131,16 @@ def _hourly(placements: list[Any]) -> float | None:
 def prepare(request: ServeRequest) -> PreparedServe:
     """Zones, task YAMLs in the deployment folder, SkyPilot's parser + optimizer on each."""
     from vicuna_ops.launch import (
-        check_gpus, load_template, node_install, slurm, validate_task_file, write_task_yaml,
-        zone_candidates)
+        check_gpus, load_template, node_install, parse_gpus, slurm, validate_task_file,
+        write_task_yaml, zone_candidates)
 
     _check_name_free(request.name)
     on_slurm = slurm.targets(request.clouds)
+    gpu_choice = None
+    if request.gpus_auto:
+        gpu_choice = auto_gpus(request)
+        request = replace(request, gpus=parse_gpus(gpu_choice["gpus"]),
+                          max_model_len=gpu_choice["max_model_len"])
     gpus = request.gpus if on_slurm else check_gpus(request.gpus, request.clouds)
     request = replace(request, gpus=gpus)
     cap = max(8, 2 * request.replicas)
@@ -169,7 +187,24 @@ def prepare(request: ServeRequest) -> PreparedServe:
     return PreparedServe(request=request, run_dir=folder, controller_yaml=controller_yaml,
                          worker_yamls=worker_yamls, placements=placements,
                          first_choices=[c[0].infra if c else p.infra
-                                        for c, p in zip(lists, placements[1:])])
+                                        for c, p in zip(lists, placements[1:])],
+                         gpu_choice=gpu_choice)
+
+
+def auto_gpus(request: ServeRequest) -> dict[str, Any]:
+    """``--gpus auto``: the cheapest spot GPU whose memory holds the model's weights at their
+    precision plus the KV cache for ``max_model_len x max_concurrency`` (launch.gpu_fit),
+    from the model's config.json alone."""
+    from vicuna_ops.launch import gpu_fit
+
+    shape = gpu_fit.shape_from_config(gpu_fit.read_model_config(request.model))
+    length = request.max_model_len or shape.max_position_embeddings
+    best, runner_up, need = gpu_fit.choose(
+        lambda count: gpu_fit.serve_need(shape, length, request.max_concurrency), (1,),
+        request.clouds)
+    return {"gpus": best.gpus, "max_model_len": length, "precision": shape.precision,
+            "params": shape.params, "need": need.describe(), "choice": best.to_dict(),
+            "runner_up": runner_up.to_dict() if runner_up else None}
 
 
 def worker_token(name: str, environ: Mapping[str, str], *, create: bool) -> str | None:

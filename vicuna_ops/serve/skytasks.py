@@ -49,6 +49,8 @@ class ServeRequest:
     heartbeat_interval: float = 2.0
     with_api_keys: bool = False
     envs: dict[str, str] = field(default_factory=dict)
+    gpus_auto: bool = False  # --gpus auto: deploy.prepare picks ``gpus`` (launch.gpu_fit)
+    max_model_len: int | None = None  # the context a worker plans its KV cache for
 
     @property
     def ondemand_replicas(self) -> int:
@@ -113,6 +115,8 @@ def worker_task(base: dict[str, Any], request: ServeRequest, index: int,
                 VOPS_BACKEND=request.backend, VOPS_MAX_CONCURRENCY=str(request.max_concurrency),
                 VOPS_WORKER_PORT=str(WORKER_PORT), VOPS_GPUS=str(request.gpus),
                 VOPS_USE_SPOT="true" if use_spot else "false")
+    if request.max_model_len:
+        envs["VOPS_MAX_MODEL_LEN"] = str(request.max_model_len)  # the vLLM backend reads it
     task["envs"] = envs
     task["secrets"] = {WORKER_TOKEN: None}
     return _finish(task, install)
