@@ -17,7 +17,6 @@ rows through ``settle_run`` / ``settle_segment``, without a sync:
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -27,6 +26,7 @@ from typing import Any, Iterator
 
 from vicuna_ops.config import vops_home
 from vicuna_ops.errors import UserError, VopsError
+from vicuna_ops.lifeline import process_alive
 
 MIGRATIONS: list[str] = [
     # v1: runs, segments, events
@@ -223,19 +223,6 @@ def settle_segment(row: dict[str, Any], now: float) -> dict[str, Any]:
     return {**row, "end": settled.heartbeat, "data": {**data, "status": settled.status}}
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host exists (a zombie does not count)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is gone too
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[-1].split()[:1] != ["Z"]
-    except OSError:
-        return True
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from vicuna_ops.data.report import Report
 from vicuna_ops.data.schema import to_record
 from vicuna_ops.data.tokens import TokenizerSpec, resolve
 from vicuna_ops.errors import UserError
+from vicuna_ops.lifeline import process_alive
 
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "report.json")
 CHUNK_RECORDS = 256
@@ -134,7 +135,7 @@ class _work_dir:
         root = Path(tempfile.gettempdir())
         for stale in root.glob(f"{WORK_DIR_PREFIX}*"):
             pid = stale.name[len(WORK_DIR_PREFIX):].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)) and stale.is_dir() and \
+            if pid.isdigit() and not process_alive(int(pid)) and stale.is_dir() and \
                     stale.stat().st_uid == os.getuid():
                 shutil.rmtree(stale, ignore_errors=True)
         self.path = tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-")
@@ -142,16 +143,6 @@ class _work_dir:
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_inputs(files: list[InputFile]) -> None:

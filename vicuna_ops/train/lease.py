@@ -193,6 +193,6 @@ class RunLease:
 
 
 def _pid_alive(pid: int) -> bool:
-    from vicuna_ops.ledger import process_alive
+    from vicuna_ops.lifeline import process_alive
 
     return pid > 0 and process_alive(pid)

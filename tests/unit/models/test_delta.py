@@ -14,7 +14,6 @@ from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from fixtures.cli import run_vops
-from vicuna_ops.errors import UserError
 from vicuna_ops.models.delta import apply_delta, make_delta
 from vicuna_ops.tokenizer import build_tiny_tokenizer
 
