@@ -35,6 +35,7 @@ _EXTRAS = {
     "matplotlib": "plot",
     "openai": "eval",
     "numpy": "eval",
+    "llmcompressor": "quantize",
 }
 
 

@@ -23,7 +23,7 @@ from vicuna_ops.errors import UserError, VopsError
 
 # Each module has `register(app)`, which adds its commands or sub-app.
 COMMAND_GROUPS = ("runs", "storage", "cost", "train", "jobs", "serve", "chat", "data",
-                  "eval", "arena", "delta")
+                  "eval", "arena", "delta", "quantize")
 
 app = typer.Typer(
     name="vops",
