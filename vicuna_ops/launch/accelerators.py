@@ -8,6 +8,7 @@ before the ~1 s SkyPilot import. The catalog check canonicalises the name (``a10
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from typing import NamedTuple, Sequence
 
@@ -53,19 +54,25 @@ def parse_gpus(spec: str) -> Gpus:
 
 def canonical_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:
     """``a100:8`` -> ``A100:8``: SkyPilot's spelling, from its small common catalog. Names it
-    does not know come back unchanged (``check_gpus`` says what is wrong with them)."""
+    does not know come back unchanged (``check_gpus`` says what is wrong with them). Asked
+    once per name and clouds in a process: the planner, the candidates and the checks all
+    call it, and the catalog does not change under a running command."""
+    return Gpus(_canonical_name(gpus.name, tuple(clouds)), gpus.count)
+
+
+@functools.lru_cache(maxsize=64)
+def _canonical_name(name: str, clouds: tuple[str, ...]) -> str:
     from vicuna_ops.launch.sky_calls import catalog_calls, first_line
 
     with catalog_calls(clouds):
         from sky.utils import accelerator_registry, registry
 
         try:
-            name = accelerator_registry.canonicalize_accelerator_name(
-                gpus.name, registry.CLOUD_REGISTRY.from_str(clouds[0]))
+            return accelerator_registry.canonicalize_accelerator_name(
+                name, registry.CLOUD_REGISTRY.from_str(clouds[0]))
         except ValueError as exc:  # ambiguous, e.g. a prefix of several names
-            raise UserError(f"GPU name {gpus.name!r} is ambiguous",
+            raise UserError(f"GPU name {name!r} is ambiguous",
                             hint=first_line(exc)) from exc
-    return Gpus(name, gpus.count)
 
 
 def check_gpus(gpus: Gpus, clouds: Sequence[str]) -> Gpus:

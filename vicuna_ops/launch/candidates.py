@@ -122,11 +122,9 @@ def zone_candidates(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
 def cheapest_ondemand(gpus: Gpus, clouds: Sequence[str] = SUPPORTED_CLOUDS, *,
                       regions: Sequence[str] | None = None,
                       zones: Sequence[str] | None = None) -> Candidate | None:
-    """The cheapest on-demand zone for ``gpus`` on ``clouds`` (same filters): what the same
-    flags with ``--on-demand`` would pay, the honest baseline for a spot saving."""
-    from vicuna_ops.launch.accelerators import canonical_gpus
-
-    gpus = canonical_gpus(gpus, clouds)
+    """The cheapest on-demand zone for ``gpus`` (canonical: ``canonical_gpus``) on ``clouds``
+    (same filters): what the same flags with ``--on-demand`` would pay, the honest baseline
+    for a spot saving."""
     for cand in _all_candidates(gpus, clouds, use_spot=False):
         if (not regions or cand.region in regions) and (not zones or cand.zone in zones):
             return cand

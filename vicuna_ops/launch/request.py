@@ -15,12 +15,8 @@ from vicuna_ops.config import check_run_id
 from vicuna_ops.errors import UserError
 from vicuna_ops.launch import slurm
 from vicuna_ops.launch.accelerators import Gpus, parse_gpus
-from vicuna_ops.launch.candidates import (
-    DEFAULT_CAP,
-    DEFAULT_MIN_PER_CLOUD,
-    parse_clouds,
-    parse_names,
-)
+from vicuna_ops.launch.candidates import DEFAULT_CAP, DEFAULT_MIN_PER_CLOUD, parse_names
+from vicuna_ops.launch.infra import Infra, parse_infra
 from vicuna_ops.launch.ordering import parse_order
 from vicuna_ops.recipe import Recipe, load_recipe
 
@@ -61,6 +57,11 @@ class TrainRequest:
         return self.cpu_node.instance_type if self.cpu_node else str(self.gpus)
 
     @property
+    def infra(self) -> Infra:
+        """Where the run can go (launch/infra.py)."""
+        return Infra(self.clouds)
+
+    @property
     def run_uri(self) -> str:
         return f"{self.bucket.rstrip('/')}/{self.run_id}"
 
@@ -82,18 +83,10 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
     environ = os.environ if environ is None else environ
     gpus_auto = bool(gpus) and gpus.strip().lower() == "auto"
     gpus_spec = parse_gpus(gpus) if gpus and not gpus_auto else None
-    on_slurm = slurm.parse(clouds)
-    cloud_list = on_slurm or parse_clouds(clouds)
+    infra = parse_infra(clouds)
     region_list = parse_names(regions, "--regions")
     zone_list = parse_names(zones, "--zones")
-    if on_slurm and gpus_auto:
-        raise UserError("--gpus auto picks from the clouds' catalogs, not a Slurm cluster",
-                        hint="pass --gpus NAME:COUNT, or leave it out for a CPU node")
-    if on_slurm and region_list:
-        raise UserError("--regions do not apply to Slurm",
-                        hint="name the cluster with --clouds slurm/CLUSTER")
-    if on_slurm and zone_list:
-        slurm.check_partitions(on_slurm, zone_list)
+    infra.check(regions=region_list, zones=zone_list, gpus_auto=gpus_auto)
     if num_nodes < 1:
         raise UserError(f"--num-nodes must be at least 1, not {num_nodes}")
     if max_restarts_on_errors < 0:
@@ -101,11 +94,12 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
                         f"{max_restarts_on_errors}")
     check_max_steps(max_steps)
     check_max_cost(max_cost)
-    if not on_slurm:
-        check_candidate_counts(max_candidates, min_per_cloud, cloud_list)
+    if infra.prices_zones:
+        check_candidate_counts(max_candidates, min_per_cloud, infra.clouds)
     # A Slurm cluster's nodes share a filesystem with the login node: a path is a bucket.
-    bucket_uri = check_cloud_bucket(bucket or default_bucket, allow_local=bool(on_slurm))
-    data_uri = check_data(data, allow_local=bool(on_slurm))
+    bucket_uri = check_cloud_bucket(bucket or default_bucket,
+                                    allow_local=infra.reaches_local_paths)
+    data_uri = check_data(data, allow_local=infra.reaches_local_paths)
     user_envs = parse_envs(envs)
     secret_names = parse_secret_names(secrets, environ)
     clash = sorted(set(user_envs) & set(secret_names))
@@ -119,11 +113,11 @@ def build_request(*, recipe: str, bucket: str | None, gpus: str | None, use_spot
     return TrainRequest(
         run_id=run_id, recipe=loaded, recipe_ref=recipe, bucket=bucket_uri,
         gpus=gpus_spec or parse_gpus(loaded.resources.gpus),
-        use_spot=use_spot and not on_slurm,  # Slurm has no spot market
-        clouds=cloud_list, regions=region_list, zones=zone_list, num_nodes=num_nodes,
+        use_spot=use_spot and infra.has_spot,
+        clouds=infra.clouds, regions=region_list, zones=zone_list, num_nodes=num_nodes,
         max_restarts_on_errors=max_restarts_on_errors, data=data_uri, max_steps=max_steps,
         max_cost=max_cost, envs=user_envs, secret_names=secret_names,
-        cpu_node=slurm.node_size(environ) if on_slurm and gpus_spec is None else None,
+        cpu_node=slurm.node_size(environ) if infra.is_slurm and gpus_spec is None else None,
         max_candidates=max_candidates, min_per_cloud=min_per_cloud,
         order=parse_order(order), gpus_auto=gpus_auto)
 

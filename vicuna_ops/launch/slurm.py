@@ -240,7 +240,7 @@ def adapt_task(task: dict[str, Any], clouds: Sequence[str], *, node: NodeSize | 
 def train_task(task: dict[str, Any], request: Any) -> dict[str, Any]:
     """``vops train``'s task (launch.task.build_train_task) in its Slurm form.
     ``request`` is a launch.request.TrainRequest."""
-    from vicuna_ops.launch.task import NODE_RECIPE_PATH as CLOUD_RECIPE_PATH
+    from vicuna_ops.launch.task import NODE_RECIPE_PATH as CLOUD_RECIPE_PATH  # no cycle
 
     return adapt_task(task, request.clouds, node=request.cpu_node,
                       gpus=None if request.cpu_node else str(request.gpus),

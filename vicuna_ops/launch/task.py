@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
 from vicuna_ops.bundled import bundled_file
 from vicuna_ops.errors import ConfigError, VopsError
 from vicuna_ops.launch.candidates import Candidate
-from vicuna_ops.launch.request import TrainRequest
 from vicuna_ops.launch.setup_source import NodeInstall, setup_script
+
+if TYPE_CHECKING:  # for annotations only: request.py -> infra -> slurm stays a tree
+    from vicuna_ops.launch.request import TrainRequest
 
 # Where the resolved recipe lands on the node (a file mount of runs/<run-id>/recipe.yaml).
 NODE_RECIPE_PATH = "/vops/run/recipe.yaml"

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from vicuna_ops.config import run_dir as make_run_dir
 from vicuna_ops.config import runs_dir
 from vicuna_ops.errors import CloudError, UserError
-from vicuna_ops.launch import ordering, sky_sdk, slurm
+from vicuna_ops.launch import ordering, sky_sdk
 from vicuna_ops.launch.accelerators import canonical_gpus, parse_gpus
 from vicuna_ops.launch.candidates import Candidate, cheapest_ondemand, zone_candidates
 from vicuna_ops.launch.ordering import OrderBasis
@@ -89,12 +89,12 @@ class PreparedRun:
 def prepare(request: TrainRequest) -> PreparedRun:
     """Candidates, task YAML in the run folder, SkyPilot's parser + optimizer, the estimate."""
     _check_name_free(request.run_id)
-    on_slurm = slurm.targets(request.clouds)
+    infra = request.infra
     report = _read_report_in_background(request.data or request.recipe.data.path)
     baseline: Candidate | None = None
     order: _Ordering | None = None
     gpu_choice: AutoGpus | None = None
-    if on_slurm:  # one place, the cluster SkyPilot's optimizer picks (see below)
+    if not infra.prices_zones:  # one cluster: SkyPilot's optimizer places it (see below)
         gpus, candidates = request.gpus, []
     else:
         start_catalog_warmup(request.clouds)
@@ -126,12 +126,10 @@ def prepare(request: TrainRequest) -> PreparedRun:
         recipe_yaml.write_text(dump_recipe(request.recipe))
         task = build_train_task(load_template("train"), request, candidates, install,
                                 str(recipe_yaml))
-        if on_slurm:
-            task = slurm.train_task(task, request)
+        task = infra.train_task(task, request)
         task_yaml = write_task_yaml(folder, "task", task)
         placement = validate_task_file(task_yaml).placement
-        if on_slurm:
-            candidates = slurm.candidates(placement, request.zones)
+        candidates = infra.placed_candidates(placement, candidates, request.zones)
         _check_placement(placement, candidates)
     except BaseException:
         if not existed:

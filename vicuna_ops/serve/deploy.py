@@ -39,11 +39,12 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
                  api_key_env: str | None, environ: Mapping[str, str],
                  max_model_len: int | None = None) -> ServeRequest:
     """Flags -> a request; the cheap checks (no SkyPilot) happen here."""
-    from vicuna_ops.launch import parse_clouds, parse_gpus, slurm
+    from vicuna_ops.launch import parse_gpus
+    from vicuna_ops.launch.infra import parse_infra
 
     # A Slurm cluster's nodes share a filesystem with its login node: file:// reaches them.
-    on_slurm = slurm.parse(clouds)
-    remote = ("s3://", "gs://", "file://") if on_slurm else ("s3://", "gs://")
+    infra = parse_infra(clouds)
+    remote = infra.bucket_schemes
     if not model.startswith(remote):
         raise UserError(f"--model {model} is not in a bucket, so cloud workers cannot read it",
                         hint="pass the s3:// or gs:// URI training wrote, e.g. "
@@ -64,9 +65,7 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
         raise UserError("the stub backend is for tests and benchmarks",
                         hint="use --backend transformers or vllm")
     gpus_auto = gpus.strip().lower() == "auto"
-    if on_slurm and gpus_auto:
-        raise UserError("--gpus auto picks from the clouds' catalogs, not a Slurm cluster",
-                        hint="pass --gpus NAME:COUNT")
+    infra.check(regions=None, zones=None, gpus_auto=gpus_auto)
     if max_model_len is not None and not 1 <= max_model_len <= 1_048_576:
         raise UserError(f"--max-model-len must be a positive number of tokens, not "
                         f"{max_model_len}")
@@ -80,9 +79,9 @@ def make_request(*, model: str, clouds: str, replicas: int, gpus: str, spot: boo
                             hint="export it as comma-separated keys")
         with_keys = True
     return ServeRequest(name=name, model=model.rstrip("/"), model_name=served, bucket=bucket,
-                        clouds=on_slurm or parse_clouds(clouds), replicas=replicas,
+                        clouds=infra.clouds, replicas=replicas,
                         gpus=None if gpus_auto else parse_gpus(gpus),
-                        use_spot=spot and not on_slurm, gpus_auto=gpus_auto,
+                        use_spot=spot and infra.has_spot, gpus_auto=gpus_auto,
                         max_model_len=max_model_len,
                         ondemand_fallback=ondemand_fallback, port=port,
                         backend=backend, max_concurrency=max_concurrency,
@@ -131,27 +130,28 @@ def _hourly(placements: list[Any]) -> float | None:
 def prepare(request: ServeRequest) -> PreparedServe:
     """Zones, task YAMLs in the deployment folder, SkyPilot's parser + optimizer on each."""
     from vicuna_ops.launch import (
-        check_gpus, load_template, node_install, parse_gpus, slurm, validate_task_file,
+        check_gpus, load_template, node_install, parse_gpus, validate_task_file,
         write_task_yaml, zone_candidates)
+    from vicuna_ops.launch.infra import Infra
 
     _check_name_free(request.name)
-    on_slurm = slurm.targets(request.clouds)
+    infra = Infra(request.clouds)
     gpu_choice = None
     if request.gpus_auto:
         gpu_choice = auto_gpus(request)
         request = replace(request, gpus=parse_gpus(gpu_choice["gpus"]),
                           max_model_len=gpu_choice["max_model_len"])
-    gpus = request.gpus if on_slurm else check_gpus(request.gpus, request.clouds)
+    gpus = check_gpus(request.gpus, request.clouds) if infra.prices_zones else request.gpus
     request = replace(request, gpus=gpus)
     cap = max(8, 2 * request.replicas)
     lists: list[list[Any]] = []
     spot_count = request.replicas - request.ondemand_replicas
-    if on_slurm:  # CPU nodes of one cluster: no zones to spread over
+    if not infra.prices_zones:  # CPU nodes of one cluster: no zones to spread over
         lists = [[] for _ in range(request.replicas)]
     elif request.ondemand_replicas:
         lists += skytasks.spread_replicas(zone_candidates(
             gpus, request.clouds, use_spot=False, cap=cap), request.ondemand_replicas)
-    if spot_count and not on_slurm:
+    if spot_count and infra.prices_zones:
         lists += skytasks.spread_replicas(zone_candidates(
             gpus, request.clouds, use_spot=True, cap=cap), spot_count)
     worker_install = node_install(extras=skytasks.SERVE_EXTRAS)
@@ -161,20 +161,18 @@ def prepare(request: ServeRequest) -> PreparedServe:
     try:
         controller = skytasks.controller_task(load_template(skytasks.CONTROLLER_TEMPLATE),
                                               request, controller_install)
-        if on_slurm:
-            controller = slurm.serve_task(controller, request.clouds, port=request.port)
+        controller = infra.serve_task(controller, port=request.port)
         controller_yaml = write_task_yaml(folder, "controller", controller)
         placements = [validate_task_file(controller_yaml).placement]
         worker_base = load_template(skytasks.WORKER_TEMPLATE)
         worker_yamls = []
         for index, candidates in enumerate(lists):
             task = skytasks.worker_task(worker_base, request, index, candidates, worker_install)
-            if on_slurm:
-                task = slurm.serve_task(task, request.clouds,
-                                        port=slurm.worker_port(request.port, index))
+            task = infra.serve_task(task, port=infra.worker_port(
+                request.port, index, default=skytasks.WORKER_PORT))
             path = write_task_yaml(folder, f"worker-{index}", task)
             placement = validate_task_file(path).placement
-            if not on_slurm and placement.infra != candidates[0].infra:
+            if infra.prices_zones and placement.infra != candidates[0].infra:
                 raise CloudError(f"SkyPilot's optimizer put worker {index} in "
                                  f"{placement.infra}, not its first zone {candidates[0].infra}",
                                  hint="report this with --debug output")
