@@ -20,9 +20,11 @@ Public API (also what ``vops serve`` builds its SkyPilot tasks with)::
     job_id = sky_sdk.launch_managed_job(path, "my-job", secrets={"HF_TOKEN": "..."})
     sky_sdk.queue([job_id]); sky_sdk.tail_logs(job_id, follow=True); sky_sdk.cancel([job_id])
 
-Module map: accelerators (``--gpus``), candidates (zones + prices from the catalog),
-request (``vops train`` flags), task (template overlay, YAML writing), validate (SkyPilot
-parser + optimizer), plan (cost estimate), setup_source (installing vops on a node),
+Module map: infra (where a task can run: cloud zones or a Slurm cluster; slurm holds the
+Slurm specifics), accelerators (``--gpus``), gpu_fit (``--gpus auto``), candidates (zones +
+prices from the catalog), ordering (``--order``), request (``vops train`` flags), task
+(template overlay, YAML writing), validate (SkyPilot parser + optimizer), workload + plan
+(the work and its cost estimate), setup_source (installing vops on a node),
 trainer (the ``vops train`` flow), jobs (status/logs/cancel), sky_sdk (the ONLY module that
 calls SkyPilot's API server; tests replace it).
 
