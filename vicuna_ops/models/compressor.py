@@ -35,8 +35,15 @@ INSTALL_HINT = "pip install 'vicuna-ops[quantize]' (llm-compressor)"
 
 def require_library() -> Any:
     """llmcompressor, or a UserError that says how to install it (before any work starts)."""
+    import os
+
     from vicuna_ops import adaptors
 
+    # At import llm-compressor replaces loguru's sinks with one on *stdout* at INFO (every
+    # layer; and it would break --json). An empty console level adds no sink; its "disabled"
+    # switch would also skip registering the METRIC level that GPTQ then logs at (a crash).
+    # A user who wants its logs sets LLM_COMPRESSOR_LOG_LEVEL=INFO.
+    os.environ.setdefault("LLM_COMPRESSOR_LOG_LEVEL", "")
     try:
         return adaptors.require("llmcompressor")
     except UserError as exc:
@@ -118,18 +125,3 @@ def _cpu_safe() -> Iterator[None]:
         yield
     finally:
         IntermediatesCache.pin_memory = original
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """The libraries log every layer at INFO (loguru); their failures still arrive as
-    exceptions. Around the reload too: compressed-tensors logs while it decompresses."""
-    from loguru import logger
-
-    logger.disable("llmcompressor")
-    logger.disable("compressed_tensors")
-    try:
-        yield
-    finally:
-        logger.enable("llmcompressor")
-        logger.enable("compressed_tensors")

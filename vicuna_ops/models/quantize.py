@@ -49,8 +49,7 @@ def quantize(model: str, method: str, bits: int, calibration_uri: str, out: str,
     destination = Destination(out)
     compressor.require_library()
     files = calibration.data_files(calibration_uri)
-    with tempfile.TemporaryDirectory(prefix="vops-quantize-") as scratch_name, \
-            compressor.quiet():
+    with tempfile.TemporaryDirectory(prefix="vops-quantize-") as scratch_name:
         scratch = Path(scratch_name)
         source = local_folder(model, scratch / "model", "--model")
         if not (source / "config.json").is_file():
