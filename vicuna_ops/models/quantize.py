@@ -62,15 +62,15 @@ def quantize(model: str, method: str, bits: int, calibration_uri: str, out: str,
         held_out = (_samples(files.eval, tokenizer, max_length, EVAL_SAMPLES)
                     if files.eval else [])
         float_model = _load(source, model)
+        before = _score(float_model, source, model, held_out)
         progress(f"calibrating {method} on {len(calib)} conversations of {files.train}")
-        before = calibration.perplexity(float_model, held_out) if held_out else None
         build = destination.staging(scratch)
         try:
             group = compressor.compress(float_model, method, bits, calib, max_length, build)
             del float_model
             tokenizer.save_pretrained(build)
             progress("reloading the quantized checkpoint to score it")
-            after = calibration.perplexity(_load(build, out), held_out) if held_out else None
+            after = _score(None, build, out, held_out)
             report = _report(method, bits, group, files, calib, before, after,
                              _weight_bytes(source), _weight_bytes(build), model)
             (build / REPORT).write_text(json.dumps(report, indent=1) + "\n")
@@ -92,19 +92,36 @@ def _tokenizer(folder: Path, spec: str) -> Any:
                         hint="the model folder needs its tokenizer files") from exc
 
 
-def _load(folder: Path, spec: str) -> Any:
-    """The model in its own dtype, on the GPU when there is one (calibration is the heavy
-    part: llm-compressor runs it layer by layer)."""
+def _load(folder: Path, spec: str, *, gpu: bool = False) -> Any:
+    """The model in its own dtype: in CPU memory to calibrate (llm-compressor moves one layer
+    at a time to the GPU, so a 13B model calibrates on a 24 GB card), spread over the GPU
+    (and CPU memory beyond it) with ``gpu`` to score it."""
     from vicuna_ops import adaptors
 
-    torch, transformers = adaptors.torch(), adaptors.transformers()
+    transformers = adaptors.transformers()
+    where = {"device_map": "auto"} if gpu else {}
     try:
-        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto")
+        loaded = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype="auto",
+                                                                   **where)
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot load the model in {spec}: {str(exc).splitlines()[0]}",
                         hint="pass an HF causal-LM folder (config.json and safetensors)"
                         ) from exc
-    return loaded.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return loaded.eval()
+
+
+def _score(loaded: Any, folder: Path, spec: str, samples: list[dict[str, Any]]
+           ) -> calibration.Perplexity | None:
+    """Perplexity of ``samples`` under the model in ``folder`` (``loaded`` reused on a
+    CPU-only machine); None without samples."""
+    if not samples:
+        return None
+    from vicuna_ops import adaptors
+
+    gpu = adaptors.torch().cuda.is_available()
+    if loaded is None or gpu:
+        loaded = _load(folder, spec, gpu=gpu)
+    return calibration.perplexity(loaded, samples)
 
 
 def _context(folder: Path) -> int:
