@@ -124,6 +124,11 @@ class TransformersBackend:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
             self.model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(folder), dtype=dtype).to(self.device).eval()
+        except ImportError as exc:  # e.g. a 4-bit checkpoint without compressed-tensors
+            raise UserError(f"cannot load the model in {folder}: "
+                            f"{(str(exc).splitlines() or [type(exc).__name__])[0]}",
+                            hint="install vicuna-ops[serve] (compressed-tensors loads "
+                                 "`vops quantize` output)") from exc
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the model in {folder}: {str(exc).splitlines()[0]}",
                             hint="the folder needs config.json, weights and tokenizer files"
