@@ -50,6 +50,7 @@ class PreemptedRun:
     reference_run_id: str
     reference: subprocess.CompletedProcess
     partitions: list[str | None]  # where attempt 1 and attempt 2 ran (squeue's %P)
+    preempted_at: float  # when attempt 1's allocation was scancelled
 
 
 def _latest_step(run_prefix: Path) -> int | None:
@@ -191,7 +192,7 @@ def _preempt_and_recover(cluster: LocalSlurm, vops: Vops, e2e_timings: Timings, 
     return PreemptedRun(run_id=run_id, job_id=job_id, bucket=bucket, vops=vops, watch=watch,
                         checkpoint_at_preemption=checkpoint or first,
                         reference_bucket=reference_bucket, reference_run_id=reference_run_id,
-                        reference=done, partitions=partitions)
+                        reference=done, partitions=partitions, preempted_at=t_cancel)
 
 
 def _train_segments(run: PreemptedRun) -> list[Any]:
@@ -295,15 +296,18 @@ def test_vops_cost_prices_both_segments(preempted_run: PreemptedRun) -> None:
     assert run["recoveries"] == 1
 
 
-def _running_seconds(watch: JobWatch) -> float:
-    """How long SkyPilot reported the job RUNNING (its clusters up and the job on them),
-    summed over the attempts, from the statuses seen while polling."""
+def _running_seconds(watch: JobWatch, preempted_at: float) -> float:
+    """How long the job's clusters were up while SkyPilot reported it RUNNING, summed over
+    the attempts, from the statuses seen while polling. SkyPilot keeps saying RUNNING for
+    10-20 s after a preemption, until it notices; the cluster is gone from the scancel on, so
+    an interval that spans the preemption ends there."""
     total, since = 0.0, None
     for t, status, _recoveries in watch.seen:
         if status == "RUNNING" and since is None:
             since = t
         elif status != "RUNNING" and since is not None:
-            total, since = total + (t - since), None
+            end = preempted_at if since <= preempted_at < t else t
+            total, since = total + (end - since), None
     return total
 
 
@@ -311,7 +315,8 @@ def test_segments_bill_every_second_skypilot_ran_the_job(preempted_run: Preempte
                                                          e2e_timings: Timings) -> None:
     """Each attempt is billed from its node's start (the setup's record, or SkyPilot's launch
     and recovery times) to its last heartbeat or the job's end, so the segments cover at
-    least 95% of the time SkyPilot reported the job RUNNING; and the resume from the
+    least 95% of the time the job's clusters were up while SkyPilot reported it RUNNING
+    (``_running_seconds``); and the resume from the
     checkpoint at the preempted attempt's last step shows no redone step."""
     report = preempted_run.vops.json("cost", preempted_run.run_id, "--sync")
     runs = report["runs"] if isinstance(report, dict) else report
@@ -319,7 +324,7 @@ def test_segments_bill_every_second_skypilot_ran_the_job(preempted_run: Preempte
     segments = sorted((s for s in run["segments"] if s["kind"] == "train"),
                       key=lambda s: s["attempt"])
     billed = sum(s["hours"] for s in segments) * 3600
-    up = _running_seconds(preempted_run.watch)
+    up = _running_seconds(preempted_run.watch, preempted_run.preempted_at)
     e2e_timings.note("train: billed segment time vs SkyPilot RUNNING time",
                      f"{billed:.0f} s / {up:.0f} s")
     e2e_timings.note("train: start-up / training / redone (s)",
